@@ -1,0 +1,142 @@
+//! The one place where a backend is chosen.
+//!
+//! Library code is generic over `B: Backend` (training over `B: AutodiffBackend`). A binary
+//! reads the `backend=` key, and [`run`] monomorphises a [`BackendJob`] for that backend. Only
+//! the backends compiled in (cargo features `ndarray`, `flex`, `wgpu`, `cuda`) are accepted.
+//! Devices are always passed explicitly, so a build with `cuda` compiled in never moves a CPU
+//! run onto the GPU by default.
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::tensor::backend::AutodiffBackend;
+use serde::{Deserialize, Serialize};
+
+/// A backend that can be selected with `backend=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// burn-ndarray, the reference CPU backend.
+    Ndarray,
+    /// burn-flex, the SIMD + rayon pure-Rust CPU backend.
+    Flex,
+    /// burn-wgpu (WGSL through wgpu: Vulkan, Metal, DX12, or a software Vulkan device).
+    Wgpu,
+    /// burn-cuda (NVIDIA GPUs).
+    Cuda,
+}
+
+impl BackendKind {
+    /// Every backend, compiled in or not.
+    pub const ALL: [BackendKind; 4] = [Self::Ndarray, Self::Flex, Self::Wgpu, Self::Cuda];
+
+    /// Whether this build has the backend.
+    pub fn compiled(self) -> bool {
+        match self {
+            Self::Ndarray => cfg!(feature = "ndarray"),
+            Self::Flex => cfg!(feature = "flex"),
+            Self::Wgpu => cfg!(feature = "wgpu"),
+            Self::Cuda => cfg!(feature = "cuda"),
+        }
+    }
+
+    /// The backends of this build, `|`-separated, for `--help` and errors.
+    pub fn accepted() -> String {
+        Self::ALL
+            .iter()
+            .filter(|k| k.compiled())
+            .map(|k| k.to_string())
+            .collect::<Vec<_>>()
+            .join("|")
+    }
+
+    /// The default CPU backend: flex where compiled (measured faster than ndarray on our
+    /// models, see the README), else ndarray, else whatever this build has.
+    pub fn default_cpu() -> Option<Self> {
+        [Self::Flex, Self::Ndarray, Self::Wgpu, Self::Cuda].into_iter().find(|k| k.compiled())
+    }
+
+    /// Whether the backend runs on the CPU.
+    pub fn is_cpu(self) -> bool {
+        matches!(self, Self::Ndarray | Self::Flex)
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Ndarray => "ndarray",
+            Self::Flex => "flex",
+            Self::Wgpu => "wgpu",
+            Self::Cuda => "cuda",
+        })
+    }
+}
+
+impl FromStr for BackendKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let kind = match s {
+            "ndarray" => Self::Ndarray,
+            "flex" => Self::Flex,
+            "wgpu" => Self::Wgpu,
+            "cuda" => Self::Cuda,
+            _ => return Err(format!("expected one of {}, found `{s}`", Self::accepted())),
+        };
+        if !kind.compiled() {
+            return Err(format!(
+                "backend `{s}` is not compiled into this build (rebuild with --features {s}); \
+                 this build has {}",
+                Self::accepted()
+            ));
+        }
+        Ok(kind)
+    }
+}
+
+/// A computation to run on whichever backend is selected.
+pub trait BackendJob {
+    /// What the job returns.
+    type Output;
+    /// Runs the job on backend `B` and device `device`.
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output;
+}
+
+/// The autodiff ndarray backend.
+#[cfg(feature = "ndarray")]
+pub type NdarrayAutodiff = burn::backend::Autodiff<burn::backend::NdArray<f32>>;
+/// The autodiff flex backend.
+#[cfg(feature = "flex")]
+pub type FlexAutodiff = burn::backend::Autodiff<burn::backend::Flex<f32>>;
+/// The autodiff wgpu backend.
+#[cfg(feature = "wgpu")]
+pub type WgpuAutodiff = burn::backend::Autodiff<burn::backend::Wgpu<f32, i32>>;
+/// The autodiff CUDA backend.
+#[cfg(feature = "cuda")]
+pub type CudaAutodiff = burn::backend::Autodiff<burn::backend::Cuda<f32, i32>>;
+
+/// Runs `job` on `kind`, on device `index` for GPU backends (ignored on the CPU).
+pub fn run<J: BackendJob>(kind: BackendKind, index: usize, job: J) -> Result<J::Output, String> {
+    let _ = (&job, index);
+    match kind {
+        #[cfg(feature = "ndarray")]
+        BackendKind::Ndarray => {
+            Ok(job.run::<NdarrayAutodiff>(burn::backend::ndarray::NdArrayDevice::Cpu))
+        }
+        #[cfg(feature = "flex")]
+        BackendKind::Flex => Ok(job.run::<FlexAutodiff>(burn::backend::flex::FlexDevice)),
+        #[cfg(feature = "wgpu")]
+        BackendKind::Wgpu => {
+            Ok(job.run::<WgpuAutodiff>(burn::backend::wgpu::WgpuDevice::DefaultDevice))
+        }
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => {
+            Ok(job.run::<CudaAutodiff>(burn::backend::cuda::CudaDevice::new(index)))
+        }
+        #[allow(unreachable_patterns)]
+        other => Err(format!(
+            "backend `{other}` is not compiled into this build; this build has {}",
+            BackendKind::accepted()
+        )),
+    }
+}

@@ -1,0 +1,27 @@
+//! # groupface
+//!
+//! GroupFace (Kim et al., CVPR 2020: "GroupFace: Learning Latent Groups and Constructing
+//! Group-based Representations for Face Recognition") on the Burn deep-learning framework.
+//!
+//! Everything here is generic over Burn's [`Backend`](burn::tensor::backend::Backend); the
+//! backend is picked once, in [`backend`], from the compiled cargo features and a `backend=` key.
+//!
+//! - [`backbone`]: insightface's IResNet (r18/r34/r50/r100 and CPU-sized presets).
+//! - [`model`]: the GroupFace head (instance FC, K group FCs, group decision network).
+//! - [`labels`]: naive and self-distributed group labels.
+//! - [`loss`]: ArcFace / CosFace / SphereFace / softmax margins, self-grouping loss, Center loss.
+//! - [`similarity`]: plain and group-aware similarity.
+//! - [`summary`]: parameter and FLOP counts from a configuration.
+#![recursion_limit = "256"]
+
+pub mod backbone;
+pub mod backend;
+pub mod bench;
+pub mod cli;
+pub mod error;
+pub mod labels;
+pub mod loss;
+pub mod model;
+pub mod similarity;
+pub mod summary;
+pub mod training;

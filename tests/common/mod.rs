@@ -1,0 +1,57 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use burn::prelude::*;
+
+/// Runs a generic test body on every CPU backend compiled in, so both ndarray and flex are
+/// exercised by `cargo test`.
+#[macro_export]
+macro_rules! on_cpu_backends {
+    ($body:ident) => {{
+        #[cfg(feature = "flex")]
+        $body::<burn::backend::Autodiff<burn::backend::Flex<f32>>>(
+            &burn::backend::flex::FlexDevice,
+        );
+        #[cfg(feature = "ndarray")]
+        $body::<burn::backend::Autodiff<burn::backend::NdArray<f32>>>(
+            &burn::backend::ndarray::NdArrayDevice::Cpu,
+        );
+    }};
+}
+
+/// A tensor from rows of f32.
+pub fn matrix<B: Backend>(rows: &[&[f32]], device: &B::Device) -> Tensor<B, 2> {
+    let cols = rows[0].len();
+    let flat: Vec<f32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
+    Tensor::from_data(TensorData::new(flat, [rows.len(), cols]), device)
+}
+
+/// An Int tensor from indices.
+pub fn ints<B: Backend>(values: &[i64], device: &B::Device) -> Tensor<B, 1, Int> {
+    Tensor::from_data(TensorData::new(values.to_vec(), [values.len()]), device)
+}
+
+/// The values of a tensor, as f32.
+pub fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().iter::<f32>().collect()
+}
+
+/// Asserts two slices agree within `tol` (absolute), naming the first bad index.
+pub fn assert_close(actual: &[f32], expected: &[f32], tol: f32, what: &str) {
+    assert_eq!(actual.len(), expected.len(), "{what}: lengths differ");
+    for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
+        assert!((a - e).abs() <= tol, "{what}[{i}]: got {a}, expected {e} (tol {tol})");
+    }
+}
+
+/// A deterministic batch of images in [-1, 1].
+pub fn images<B: Backend>(batch: usize, side: usize, device: &B::Device) -> Tensor<B, 4> {
+    let n = batch * 3 * side * side;
+    let data: Vec<f32> = (0..n)
+        .map(|i| {
+            let x = (i as u64).wrapping_mul(2654435761) % 1000;
+            x as f32 / 500.0 - 1.0
+        })
+        .collect();
+    Tensor::from_data(TensorData::new(data, [batch, 3, side, side]), device)
+}

@@ -1,0 +1,323 @@
+//! Numbers: labels on the SPEC's worked example, margin losses against hand computations,
+//! finite-difference gradients, group-aware similarity, and the paper's FLOP figures.
+
+mod common;
+
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use common::*;
+use groupface::backbone::IResNetConfig;
+use groupface::labels::{self_distributed, GroupLabeler, LabelMethod};
+use groupface::loss::{
+    arcface_target, sphereface_psi, CenterLossConfig, MarginKind, MarginSoftmaxConfig,
+};
+use groupface::model::{GroupFaceConfig, GroupMode};
+use groupface::similarity::{group_aware_matrix, group_aware_rows, GroupAwareParams};
+use groupface::summary::ModelSummary;
+
+// ---------------------------------------------------------------- labels
+
+fn worked_example<B: AutodiffBackend>(device: &B::Device) {
+    // SPEC section 2: K = 4, E = (0.16, 0.29, 0.22, 0.33), p = (0.10, 0.20, 0.40, 0.30).
+    // p̃ = (p − E)/4 + 1/4 = ((−0.06, −0.09, 0.18, −0.03) + 1)/4
+    //   = (0.235, 0.2275, 0.295, 0.2425); argmax = 2. (The SPEC prints p − E + 1/K =
+    //   (0.19, 0.16, 0.43, 0.22): the same argmax, since the 1/K factor changes none.)
+    let p = matrix::<B>(&[&[0.10, 0.20, 0.40, 0.30]], device);
+    let e = Tensor::<B, 1>::from_floats([0.16, 0.29, 0.22, 0.33], device);
+    let shifted = values(self_distributed(p, e));
+    assert_close(&shifted, &[0.235, 0.2275, 0.295, 0.2425], 1e-6, "p̃");
+    let p = matrix::<B>(&[&[0.10, 0.20, 0.40, 0.30]], device);
+    let e = Tensor::<B, 1>::from_floats([0.16, 0.29, 0.22, 0.33], device);
+    let label = self_distributed(p, e).argmax(1);
+    assert_eq!(label.into_data().iter::<i64>().collect::<Vec<_>>(), vec![2]);
+}
+
+#[test]
+fn self_distributed_labels_on_the_worked_example() {
+    on_cpu_backends!(worked_example);
+}
+
+fn naive_and_self_distributed_differ<B: AutodiffBackend>(device: &B::Device) {
+    // p = (0.10, 0.25, 0.30, 0.35): naive picks group 3 (0.35). With E as above,
+    // p − E = (−0.06, −0.04, 0.08, 0.02): self-distributed picks group 2.
+    let p = matrix::<B>(&[&[0.10, 0.25, 0.30, 0.35]], device);
+    let e = Tensor::<B, 1>::from_floats([0.16, 0.29, 0.22, 0.33], device);
+    let sd: Vec<i64> = self_distributed(p.clone(), e).argmax(1).into_data().iter().collect();
+    let naive: Vec<i64> = p.argmax(1).into_data().iter().collect();
+    assert_eq!((naive[0], sd[0]), (3, 2));
+}
+
+#[test]
+fn naive_and_self_distributed_labels_can_differ() {
+    on_cpu_backends!(naive_and_self_distributed_differ);
+}
+
+fn window_estimator<B: AutodiffBackend>(device: &B::Device) {
+    // K = 2, window 2. Batch means: b1 = (0.9, 0.1), b2 = mean((0.6,0.4),(0.4,0.6)) = (0.5, 0.5),
+    // b3 = (0.2, 0.8).
+    // After b1: E = (0.9, 0.1). After b2: E = (0.7, 0.3). After b3 (b1 leaves): E = (0.35, 0.65).
+    let mut labeler = GroupLabeler::<B>::new(LabelMethod::SelfDistributed, 2);
+    let e1 = labeler.update(matrix(&[&[0.9, 0.1]], device));
+    assert_close(&values(e1), &[0.9, 0.1], 1e-6, "E after b1");
+    let e2 = labeler.update(matrix(&[&[0.6, 0.4], &[0.4, 0.6]], device));
+    assert_close(&values(e2), &[0.7, 0.3], 1e-6, "E after b2");
+    // Labels for b3 use E including b3 itself: E = (0.35, 0.65).
+    // Sample (0.3, 0.7): p − E = (−0.05, 0.05) -> group 1. Sample (0.1, 0.9): (−0.25, 0.25) -> 1.
+    // To make the window visible, b3 = ((0.3, 0.7), (0.1, 0.9)) has mean (0.2, 0.8).
+    let labels = labeler.labels(matrix(&[&[0.3, 0.7], &[0.1, 0.9]], device)).unwrap();
+    assert_eq!(labels.into_data().iter::<i64>().collect::<Vec<_>>(), vec![1, 1]);
+    assert_close(&values(labeler.expected().unwrap()), &[0.35, 0.65], 1e-6, "E after b3");
+    // A sample (0.4, 0.6) under E = (0.35, 0.65): p − E = (0.05, −0.05) -> group 0, although
+    // naive labeling says group 1: the window has seen group 1 favoured.
+    let mut naive = GroupLabeler::<B>::new(LabelMethod::Naive, 2);
+    let p = matrix::<B>(&[&[0.4, 0.6]], device);
+    let n: Vec<i64> = naive.labels(p.clone()).unwrap().into_data().iter().collect();
+    let e = labeler.expected().unwrap();
+    let sd: Vec<i64> = self_distributed(p, e).argmax(1).into_data().iter().collect();
+    assert_eq!((n[0], sd[0]), (1, 0));
+    // The window survives a checkpoint round trip.
+    let history = labeler.history();
+    assert_eq!(history.len(), 2);
+    let mut restored = GroupLabeler::<B>::new(LabelMethod::SelfDistributed, 2);
+    restored.restore(&history, device);
+    assert_close(&values(restored.expected().unwrap()), &[0.35, 0.65], 1e-6, "restored E");
+    // `none` makes no labels.
+    let mut none = GroupLabeler::<B>::new(LabelMethod::None, 2);
+    assert!(none.labels(matrix(&[&[0.5, 0.5]], device)).is_none());
+}
+
+#[test]
+fn label_window_estimator_against_hand_computation() {
+    on_cpu_backends!(window_estimator);
+}
+
+// ---------------------------------------------------------------- margin losses
+
+/// W = identity (2 classes in 2-D), x = (0.8, 0.6): cos to class 0 = 0.8, to class 1 = 0.6.
+/// The target is class 0, s = 1, so L = log(1 + exp(0.6 − f(0.8))) for target logit f.
+fn margin_loss<B: AutodiffBackend>(kind: MarginKind, m: Option<f64>, device: &B::Device) -> f32 {
+    let config = MarginSoftmaxConfig::new(2, 2).with_kind(kind).with_margin(m).with_scale(1.0);
+    config.validate().unwrap();
+    let mut head = config.init::<B>(device);
+    head.weight = burn::module::Param::from_tensor(matrix(&[&[1.0, 0.0], &[0.0, 1.0]], device));
+    let out = head.forward(matrix(&[&[0.8, 0.6]], device), ints(&[0], device));
+    values(out.loss)[0]
+}
+
+fn margin_values<B: AutodiffBackend>(device: &B::Device) {
+    // ArcFace m = 0.5: f = cos(acos 0.8 + 0.5) = 0.8·cos 0.5 − 0.6·sin 0.5 = 0.41441073;
+    //   L = log(1 + e^(0.6 − 0.41441073)) = 0.79024107.
+    let arc = margin_loss::<B>(MarginKind::ArcFace, None, device);
+    assert!((arc - 0.790_241_07).abs() < 1e-5, "arcface {arc}");
+    // CosFace m = 0.35: f = 0.45; L = log(1 + e^0.15) = 0.77095705.
+    let cos = margin_loss::<B>(MarginKind::CosFace, None, device);
+    assert!((cos - 0.770_957_05).abs() < 1e-5, "cosface {cos}");
+    // Softmax: f = 0.8; L = log(1 + e^−0.2) = 0.59813887.
+    let soft = margin_loss::<B>(MarginKind::Softmax, None, device);
+    assert!((soft - 0.598_138_87).abs() < 1e-5, "softmax {soft}");
+    // SphereFace m = 4: θ = acos 0.8 = 0.6435, 4θ < π so k = 0 and
+    //   f = T4(0.8) = 8·0.8⁴ − 8·0.8² + 1 = −0.8432; L = log(1 + e^(0.6 + 0.8432)) = 1.65521854.
+    let sphere = margin_loss::<B>(MarginKind::SphereFace, None, device);
+    assert!((sphere - 1.655_218_5).abs() < 1e-5, "sphereface {sphere}");
+}
+
+#[test]
+fn margin_losses_against_hand_computed_values() {
+    on_cpu_backends!(margin_values);
+}
+
+fn sphereface_monotonic_extension<B: AutodiffBackend>(device: &B::Device) {
+    // cos θ = 0.5: θ = π/3, 4θ = 4π/3 ∈ [π, 2π) so k = 1:
+    //   ψ = (−1)·T4(0.5) − 2 = −(8/16 − 8/4 + 1) − 2 = 0.5 − 2 = −1.5.
+    // cos θ = −1 (θ = π): k = 3 (clamped to m − 1): ψ = −T4(−1) − 6 = −7.
+    let psi = values(sphereface_psi(matrix::<B>(&[&[0.8], &[0.5], &[-1.0]], device), 4));
+    assert_close(&psi, &[-0.8432, -1.5, -7.0], 1e-5, "ψ");
+    // ψ decreases monotonically over θ ∈ [0, π].
+    let cosines: Vec<f32> =
+        (0..=200).map(|i| (std::f32::consts::PI * i as f32 / 200.0).cos()).collect();
+    let rows: Vec<&[f32]> = cosines.chunks(1).collect();
+    let psi = values(sphereface_psi(matrix::<B>(&rows, device), 4));
+    for w in psi.windows(2) {
+        assert!(w[1] <= w[0] + 1e-5, "ψ not monotonic: {} then {}", w[0], w[1]);
+    }
+}
+
+#[test]
+fn sphereface_psi_is_the_monotonic_extension() {
+    on_cpu_backends!(sphereface_monotonic_extension);
+}
+
+/// d/dt of `f` at `t` by autodiff and by central differences on the same function.
+fn derivative<B: AutodiffBackend>(
+    f: impl Fn(Tensor<B, 2>) -> Tensor<B, 2>,
+    t: f32,
+    device: &B::Device,
+) -> (f32, f32) {
+    let x = matrix::<B>(&[&[t]], device).require_grad();
+    let grads = f(x.clone()).sum().backward();
+    let auto = values(x.grad(&grads).unwrap())[0];
+    let h = 1e-2;
+    let at = |v: f32| values(f(matrix::<B>(&[&[v]], device)))[0];
+    (auto, (at(t + h) - at(t - h)) / (2.0 * h))
+}
+
+fn arcface_gradients<B: AutodiffBackend>(device: &B::Device) {
+    let m = 0.5f64;
+    let threshold = (std::f64::consts::PI - m).cos() as f32; // −0.87758
+                                                             // θ + m < π (t = 0.3): d/dt cos(acos t + m) = cos m + t·sin m / sqrt(1 − t²).
+    let t = 0.3f32;
+    let exact = m.cos() as f32 + t * m.sin() as f32 / (1.0 - t * t).sqrt();
+    let (auto, numeric) = derivative::<B>(|x| arcface_target(x, m), t, device);
+    assert!((auto - exact).abs() < 1e-4, "inside: autodiff {auto} vs exact {exact}");
+    assert!((auto - numeric).abs() < 1e-3, "inside: autodiff {auto} vs fd {numeric}");
+    // θ + m > π (t = −0.95 < threshold): f = t − m·sin m, derivative exactly 1.
+    assert!(-0.95 < 0.0 && -0.95 < threshold);
+    let (auto, numeric) = derivative::<B>(|x| arcface_target(x, m), -0.95, device);
+    assert!((auto - 1.0).abs() < 1e-5, "guard: autodiff {auto}");
+    assert!((numeric - 1.0).abs() < 1e-3, "guard: fd {numeric}");
+    // The guard keeps f decreasing in θ: f just beyond the threshold is below f just before.
+    let f = |t: f32| values(arcface_target(matrix::<B>(&[&[t]], device), m))[0];
+    assert!(f(threshold - 1e-3) < f(threshold + 1e-3));
+}
+
+#[test]
+fn arcface_gradient_matches_finite_differences_on_both_sides_of_the_guard() {
+    on_cpu_backends!(arcface_gradients);
+}
+
+fn full_loss_gradient<B: AutodiffBackend>(device: &B::Device) {
+    // Finite differences of the whole ArcFace loss (s = 4, 3 classes) w.r.t. the embedding.
+    let config = MarginSoftmaxConfig::new(3, 3).with_scale(4.0);
+    let mut head = config.init::<B>(device);
+    let w = matrix(&[&[0.9, 0.1, 0.2], &[-0.3, 0.8, 0.1], &[0.2, -0.4, 0.7]], device);
+    head.weight = burn::module::Param::from_tensor(w);
+    let point = [0.5f32, 0.3, -0.2];
+    let loss = |x: &[f32]| -> Tensor<B, 1> {
+        head.forward(matrix::<B>(&[x], device), ints(&[1], device)).loss
+    };
+    let x = matrix::<B>(&[&point], device).require_grad();
+    let grads = head.forward(x.clone(), ints(&[1], device)).loss.backward();
+    let auto = values(x.grad(&grads).unwrap());
+    let h = 1e-2;
+    for i in 0..3 {
+        let (mut up, mut down) = (point, point);
+        up[i] += h;
+        down[i] -= h;
+        let numeric = (values(loss(&up))[0] - values(loss(&down))[0]) / (2.0 * h);
+        assert!((auto[i] - numeric).abs() < 2e-3, "dL/dx[{i}]: {} vs fd {numeric}", auto[i]);
+    }
+}
+
+#[test]
+fn arcface_loss_gradient_matches_finite_differences() {
+    on_cpu_backends!(full_loss_gradient);
+}
+
+fn straight_through<B: AutodiffBackend>(device: &B::Device) {
+    // Straight-through ArcFace: the value of cos(θ + m), the gradient of cos θ (= 1).
+    let config = MarginSoftmaxConfig::new(2, 2).with_straight_through(true);
+    let head = config.init::<B>(device);
+    let exact = MarginSoftmaxConfig::new(2, 2).init::<B>(device);
+    let x = matrix::<B>(&[&[0.3]], device).require_grad();
+    let y = head.target_logit(x.clone());
+    let expected = values(exact.target_logit(matrix(&[&[0.3]], device)))[0];
+    assert!((values(y.clone())[0] - expected).abs() < 1e-6);
+    let grads = y.sum().backward();
+    assert!((values(x.grad(&grads).unwrap())[0] - 1.0).abs() < 1e-6);
+}
+
+#[test]
+fn straight_through_arcface_keeps_the_value_and_drops_the_margin_gradient() {
+    on_cpu_backends!(straight_through);
+}
+
+fn center_loss<B: AutodiffBackend>(device: &B::Device) {
+    // Centres c0 = (1, 0), c1 = (0, 2); x0 = (2, 0) with label 0, x1 = (0, 0) with label 1.
+    // ½·mean(‖(1,0)‖², ‖(0,−2)‖²) = ½·(1 + 4)/2 = 1.25.
+    let mut loss = CenterLossConfig::new(2, 2).init::<B>(device);
+    loss.centers = burn::module::Param::from_tensor(matrix(&[&[1.0, 0.0], &[0.0, 2.0]], device));
+    let value = loss.forward(matrix(&[&[2.0, 0.0], &[0.0, 0.0]], device), ints(&[0, 1], device));
+    assert_close(&values(value), &[1.25], 1e-6, "center loss");
+}
+
+#[test]
+fn center_loss_against_hand_computation() {
+    on_cpu_backends!(center_loss);
+}
+
+#[test]
+fn margin_configs_reject_bad_values_by_name() {
+    let err = MarginSoftmaxConfig::new(10, 4)
+        .with_kind(MarginKind::SphereFace)
+        .with_margin(Some(2.5))
+        .validate()
+        .unwrap_err();
+    assert_eq!(err.key, "m");
+    let err = MarginSoftmaxConfig::new(10, 4).with_scale(-1.0).validate().unwrap_err();
+    assert_eq!(err.key, "s");
+    let err = MarginSoftmaxConfig::new(10, 4)
+        .with_kind(MarginKind::CosFace)
+        .with_straight_through(true)
+        .validate()
+        .unwrap_err();
+    assert_eq!(err.key, "straight_through");
+}
+
+// ---------------------------------------------------------------- similarity
+
+fn group_aware<B: AutodiffBackend>(device: &B::Device) {
+    // v̄_a = (1, 0), v̄_b = (1, 1): cos = 1/√2 = 0.70710678.
+    // v̂_a = (0, 0, 0), v̂_b = (2, 3, 6): ‖·‖ = 7, 7^(1/3) = 1.91293118.
+    // S* = 0.70710678 − 0.1·1.91293118 = 0.51581366.
+    let params = GroupAwareParams::default();
+    let s = group_aware_rows(
+        matrix::<B>(&[&[1.0, 0.0]], device),
+        matrix(&[&[0.0, 0.0, 0.0]], device),
+        matrix(&[&[1.0, 1.0]], device),
+        matrix(&[&[2.0, 3.0, 6.0]], device),
+        params,
+    );
+    assert_close(&values(s), &[0.515_813_66], 1e-5, "S*");
+    // The matrix form agrees with the row form: entry (0, 1) is the pair above, (0, 0) is a
+    // sample against itself (cos 1, distance 0).
+    let m = group_aware_matrix(
+        matrix::<B>(&[&[1.0, 0.0]], device),
+        matrix(&[&[0.0, 0.0, 0.0]], device),
+        matrix(&[&[1.0, 0.0], &[1.0, 1.0]], device),
+        matrix(&[&[0.0, 0.0, 0.0], &[2.0, 3.0, 6.0]], device),
+        params,
+    );
+    assert_close(&values(m), &[1.0, 0.515_813_66], 1e-4, "S* matrix");
+}
+
+#[test]
+fn group_aware_similarity_against_hand_computation() {
+    on_cpu_backends!(group_aware);
+}
+
+// ---------------------------------------------------------------- FLOPs
+
+#[test]
+fn summary_reproduces_the_papers_gflops() {
+    // The paper: ArcFace r100 24.2, H-GroupFace 24.4, S-GroupFace 24.5 (K = 32), printed to
+    // one decimal. Exact counts: 2·MACs of convolutions and FC layers (see src/summary.rs).
+    let r100 = IResNetConfig::r100();
+    let base = ModelSummary::of(&GroupFaceConfig::paper(r100.clone(), 0));
+    let hard =
+        ModelSummary::of(&GroupFaceConfig::paper(r100.clone(), 32).with_mode(GroupMode::Hard));
+    let soft = ModelSummary::of(&GroupFaceConfig::paper(r100, 32));
+    assert_eq!(format!("{:.1}", base.gflops), "24.2");
+    assert_eq!(format!("{:.1}", hard.gflops), "24.4");
+    assert_eq!(format!("{:.1}", soft.gflops), "24.5");
+    // scripts/count_flops.py counts the r100 baseline independently: conv MACs 12,076,761,088
+    // and FC 512·7·7·512 = 12,845,056 MACs; FLOPs = 2·(sum).
+    assert_eq!(base.flops, 2 * (12_076_761_088 + 12_845_056));
+    // The head: FC_inst and each group FC are 2·4096·512 FLOPs, the GDN 2·(512·512 + 512·256
+    // + 256·32) FLOPs.
+    let head =
+        |s: &ModelSummary, name: &str| s.parts.iter().find(|p| p.name == name).unwrap().flops;
+    assert_eq!(head(&soft, "instance_fc"), 2 * 4096 * 512);
+    assert_eq!(head(&soft, "group_fcs"), 32 * 2 * 4096 * 512);
+    assert_eq!(head(&hard, "group_fcs"), 2 * 4096 * 512);
+    assert_eq!(head(&soft, "gdn"), 2 * (512 * 512 + 512 * 256 + 256 * 32));
+}
