@@ -18,6 +18,7 @@ pub mod backbone;
 pub mod backend;
 pub mod bench;
 pub mod cli;
+pub mod data;
 pub mod error;
 pub mod labels;
 pub mod loss;

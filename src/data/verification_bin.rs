@@ -1,0 +1,775 @@
+//! insightface verification pair files (`lfw.bin`, `cfp_fp.bin`, `agedb_30.bin`, ...).
+//!
+//! Such a file is a Python pickle of the tuple `(bins, issame_list)`: `bins` is a list of
+//! encoded images (JPEG / PNG bytes) and `issame_list` a list of booleans; pair `i` is images
+//! `2i` and `2i + 1`. Files come from Python 3 (`pickle.dump(..., protocol=HIGHEST_PROTOCOL)`,
+//! bytes as `BINBYTES` / `SHORT_BINBYTES`) and from the Python 2 era (protocol 2, images as `str`
+//! i.e. `BINSTRING` / `SHORT_BINSTRING`), or from Python 3 with protocol 2, where bytes are
+//! pickled as `_codecs.encode(latin1_text, 'latin1')`.
+//!
+//! The reader implements only the opcodes such files use (see [`read_pickle`]) and reports any
+//! other opcode with its byte value and offset. The writer emits protocol 4, loadable by
+//! Python 3.4+'s `pickle.load`.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use image::RgbImage;
+
+use super::error::{DataError, Result};
+use super::recordio::decode_image;
+
+/// A set of verification pairs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerificationSet {
+    /// File the set was read from (used in error messages; empty for in-memory sets).
+    pub source: PathBuf,
+    /// Encoded images; pair `i` is `images[2i]`, `images[2i + 1]`.
+    pub images: Vec<Vec<u8>>,
+    /// Whether pair `i` shows the same identity.
+    pub issame: Vec<bool>,
+}
+
+impl VerificationSet {
+    /// Builds a set, checking that there are two images per label.
+    pub fn new(images: Vec<Vec<u8>>, issame: Vec<bool>) -> Result<Self> {
+        let set = VerificationSet { source: PathBuf::new(), images, issame };
+        set.check()?;
+        Ok(set)
+    }
+
+    fn check(&self) -> Result<()> {
+        if !self.images.len().is_multiple_of(2) {
+            return Err(DataError::OddImageCount {
+                path: self.source.clone(),
+                count: self.images.len(),
+            });
+        }
+        if self.issame.len() * 2 != self.images.len() {
+            return Err(DataError::LabelCountMismatch {
+                path: self.source.clone(),
+                images: self.images.len(),
+                labels: self.issame.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads a `.bin` file.
+    pub fn read(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let bytes = fs::read(path).map_err(|e| DataError::io(path, e))?;
+        Self::from_pickle(&bytes, path)
+    }
+
+    /// Parses pickle bytes; `path` names the data in errors.
+    pub fn from_pickle(bytes: &[u8], path: impl Into<PathBuf>) -> Result<Self> {
+        let path = path.into();
+        let value = read_pickle(bytes, &path)?;
+        let bad = |what: String| DataError::corrupt(&path, None, what);
+        let Value::Tuple(items) = value else {
+            return Err(bad(format!(
+                "expected a (bins, issame_list) tuple, found {}",
+                value.kind()
+            )));
+        };
+        let [bins, labels] = items.as_slice() else {
+            return Err(bad(format!("expected a tuple of 2 items, found {}", items.len())));
+        };
+        let (Value::List(bins), Value::List(labels)) = (bins, labels) else {
+            return Err(bad(format!(
+                "expected (list, list), found ({}, {})",
+                bins.kind(),
+                labels.kind()
+            )));
+        };
+        let mut images = Vec::with_capacity(bins.borrow().len());
+        for (i, v) in bins.borrow().iter().enumerate() {
+            match v {
+                Value::Bytes(b) => images.push(b.as_ref().clone()),
+                other => {
+                    return Err(DataError::corrupt(
+                        &path,
+                        Some(i),
+                        format!("image {i} is {}, expected bytes", other.kind()),
+                    ))
+                }
+            }
+        }
+        let mut issame = Vec::with_capacity(labels.borrow().len());
+        for (i, v) in labels.borrow().iter().enumerate() {
+            match v {
+                Value::Bool(b) => issame.push(*b),
+                Value::Int(0) => issame.push(false),
+                Value::Int(1) => issame.push(true),
+                other => {
+                    return Err(DataError::corrupt(
+                        &path,
+                        Some(i),
+                        format!("label {i} is {}, expected a bool", other.kind()),
+                    ))
+                }
+            }
+        }
+        let set = VerificationSet { source: path, images, issame };
+        set.check()?;
+        Ok(set)
+    }
+
+    /// Serialises the set as a protocol-4 pickle of `(bins, issame_list)`.
+    pub fn to_pickle(&self) -> Vec<u8> {
+        write_pickle(&self.images, &self.issame)
+    }
+
+    /// Writes the set to `path` as a protocol-4 pickle.
+    pub fn write(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        self.check()?;
+        fs::write(path, self.to_pickle()).map_err(|e| DataError::io(path, e))
+    }
+
+    /// Number of pairs.
+    pub fn len(&self) -> usize {
+        self.issame.len()
+    }
+
+    /// Whether there is no pair.
+    pub fn is_empty(&self) -> bool {
+        self.issame.is_empty()
+    }
+
+    /// Encoded images and label of pair `i`.
+    pub fn pair(&self, i: usize) -> Option<(&[u8], &[u8], bool)> {
+        let a = self.images.get(2 * i)?;
+        let b = self.images.get(2 * i + 1)?;
+        let same = *self.issame.get(i)?;
+        Some((a, b, same))
+    }
+
+    /// Decodes image `index` (not pair index) to RGB, resized to `side` when given.
+    pub fn decode(&self, index: usize, side: Option<u32>) -> Result<RgbImage> {
+        let bytes = self.images.get(index).ok_or_else(|| DataError::IndexOutOfRange {
+            path: self.source.clone(),
+            index,
+            len: self.images.len(),
+        })?;
+        decode_image(bytes, &self.source, Some(index), side)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pickle reading.
+
+/// A pickled value, restricted to what verification files need. Containers cannot nest more
+/// than a tuple of lists of scalars, which keeps the reader free of deep recursion.
+#[derive(Debug, Clone)]
+pub enum Value {
+    /// `None`.
+    None,
+    /// `True` / `False`.
+    Bool(bool),
+    /// A small integer.
+    Int(i64),
+    /// `bytes` (or a Python 2 `str`).
+    Bytes(Rc<Vec<u8>>),
+    /// A Python 3 `str` (Python 2 `unicode`).
+    Str(Rc<String>),
+    /// A list (shared, like Python's, so memoised references see later appends).
+    List(Rc<RefCell<Vec<Value>>>),
+    /// A tuple.
+    Tuple(Rc<Vec<Value>>),
+    /// A global `module.name` reference (only used as a `REDUCE` callable).
+    Global(Rc<(String, String)>),
+}
+
+impl Value {
+    fn kind(&self) -> &'static str {
+        match self {
+            Value::None => "None",
+            Value::Bool(_) => "a bool",
+            Value::Int(_) => "an int",
+            Value::Bytes(_) => "bytes",
+            Value::Str(_) => "a str",
+            Value::List(_) => "a list",
+            Value::Tuple(_) => "a tuple",
+            Value::Global(_) => "a global",
+        }
+    }
+
+    fn is_container(&self) -> bool {
+        matches!(self, Value::List(_) | Value::Tuple(_))
+    }
+}
+
+/// Most values the stack may hold (a real file keeps at most ~1000 between APPENDS).
+const MAX_STACK: usize = 1 << 22;
+
+/// Cursor over pickle bytes with error helpers.
+struct Cursor<'a> {
+    data: &'a [u8],
+    pos: usize,
+    path: &'a Path,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: u64, what: &str) -> Result<&'a [u8]> {
+        let start = self.pos;
+        let end = usize::try_from(n)
+            .ok()
+            .and_then(|n| start.checked_add(n))
+            .filter(|e| *e <= self.data.len());
+        let Some(end) = end else {
+            return Err(DataError::Truncated {
+                path: self.path.to_path_buf(),
+                offset: start as u64,
+                record: None,
+                what: format!("{what} needs {n} bytes, {} left", self.data.len() - start),
+            });
+        };
+        self.pos = end;
+        Ok(&self.data[start..end])
+    }
+
+    fn u8(&mut self, what: &str) -> Result<u8> {
+        Ok(self.take(1, what)?[0])
+    }
+
+    fn u16(&mut self, what: &str) -> Result<u16> {
+        let b = self.take(2, what)?;
+        Ok(u16::from_le_bytes([b[0], b[1]]))
+    }
+
+    fn u32(&mut self, what: &str) -> Result<u32> {
+        let b = self.take(4, what)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self, what: &str) -> Result<u64> {
+        let b = self.take(8, what)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+
+    fn line(&mut self, what: &str) -> Result<String> {
+        let rest = &self.data[self.pos..];
+        let Some(n) = rest.iter().position(|b| *b == b'\n') else {
+            return Err(DataError::Truncated {
+                path: self.path.to_path_buf(),
+                offset: self.pos as u64,
+                record: None,
+                what: format!("{what}: no newline before the end"),
+            });
+        };
+        let s = String::from_utf8_lossy(&rest[..n]).into_owned();
+        self.pos += n + 1;
+        Ok(s)
+    }
+
+    fn utf8(&mut self, n: u64, at: usize) -> Result<Value> {
+        let b = self.take(n, "unicode string")?;
+        match std::str::from_utf8(b) {
+            Ok(s) => Ok(Value::Str(Rc::new(s.to_string()))),
+            Err(_) => Err(self.err(at, "string is not valid UTF-8")),
+        }
+    }
+
+    fn err(&self, at: usize, what: impl std::fmt::Display) -> DataError {
+        DataError::corrupt(self.path, None, format!("pickle byte offset {at}: {what}"))
+    }
+}
+
+/// Parses a pickle made of the opcodes used by verification `.bin` files:
+/// `PROTO FRAME STOP MARK EMPTY_LIST EMPTY_TUPLE APPEND APPENDS TUPLE TUPLE1 TUPLE2 TUPLE3
+/// BINBYTES SHORT_BINBYTES BINBYTES8 BINSTRING SHORT_BINSTRING BINUNICODE SHORT_BINUNICODE
+/// BINUNICODE8 NEWTRUE NEWFALSE NONE BININT BININT1 BININT2 BINPUT LONG_BINPUT MEMOIZE BINGET
+/// LONG_BINGET`, plus `GLOBAL` / `STACK_GLOBAL` and `REDUCE` for `_codecs.encode(text,
+/// 'latin1')` and `bytes()` (how Python 3 pickles bytes at protocol 2). Any other opcode is a
+/// [`DataError::UnknownOpcode`].
+pub fn read_pickle(data: &[u8], path: &Path) -> Result<Value> {
+    let mut cur = Cursor { data, pos: 0, path };
+    let mut stack: Vec<Value> = Vec::new();
+    let mut marks: Vec<usize> = Vec::new();
+    let mut memo: HashMap<u32, Value> = HashMap::new();
+    loop {
+        let at = cur.pos;
+        if at >= data.len() {
+            return Err(DataError::Truncated {
+                path: path.to_path_buf(),
+                offset: at as u64,
+                record: None,
+                what: "pickle ended without a STOP opcode".into(),
+            });
+        }
+        let op = cur.u8("opcode")?;
+        let pop = |stack: &mut Vec<Value>, what: &str| {
+            stack.pop().ok_or_else(|| {
+                DataError::corrupt(
+                    path,
+                    None,
+                    format!("pickle byte offset {at}: {what} on an empty stack"),
+                )
+            })
+        };
+        let pop_mark =
+            |stack: &mut Vec<Value>, marks: &mut Vec<usize>, what: &str| -> Result<Vec<Value>> {
+                let m = marks.pop().ok_or_else(|| {
+                    DataError::corrupt(
+                        path,
+                        None,
+                        format!("pickle byte offset {at}: {what} without MARK"),
+                    )
+                })?;
+                if m > stack.len() {
+                    return Err(DataError::corrupt(
+                        path,
+                        None,
+                        format!("pickle byte offset {at}: MARK above stack"),
+                    ));
+                }
+                Ok(stack.split_off(m))
+            };
+        let mut push = None;
+        match op {
+            0x80 => {
+                // PROTO
+                let v = cur.u8("protocol version")?;
+                if v > 5 {
+                    return Err(cur.err(at, format!("unsupported pickle protocol {v}")));
+                }
+            }
+            0x95 => {
+                // FRAME: only a hint for buffering
+                cur.u64("frame length")?;
+            }
+            b'.' => {
+                // STOP
+                return pop(&mut stack, "STOP");
+            }
+            b'(' => marks.push(stack.len()),
+            b']' => push = Some(Value::List(Rc::new(RefCell::new(Vec::new())))),
+            b')' => push = Some(Value::Tuple(Rc::new(Vec::new()))),
+            b'N' => push = Some(Value::None),
+            0x88 => push = Some(Value::Bool(true)),
+            0x89 => push = Some(Value::Bool(false)),
+            b'K' => push = Some(Value::Int(i64::from(cur.u8("BININT1")?))),
+            b'M' => push = Some(Value::Int(i64::from(cur.u16("BININT2")?))),
+            b'J' => push = Some(Value::Int(i64::from(cur.u32("BININT")? as i32))),
+            b'C' | b'U' => {
+                // SHORT_BINBYTES, SHORT_BINSTRING
+                let n = cur.u8("string length")?;
+                push = Some(Value::Bytes(Rc::new(cur.take(u64::from(n), "bytes")?.to_vec())));
+            }
+            b'B' => {
+                let n = cur.u32("BINBYTES length")?;
+                push = Some(Value::Bytes(Rc::new(cur.take(u64::from(n), "bytes")?.to_vec())));
+            }
+            b'T' => {
+                let n = cur.u32("BINSTRING length")? as i32;
+                if n < 0 {
+                    return Err(cur.err(at, "BINSTRING with a negative length"));
+                }
+                push = Some(Value::Bytes(Rc::new(cur.take(n as u64, "bytes")?.to_vec())));
+            }
+            0x8e => {
+                let n = cur.u64("BINBYTES8 length")?;
+                push = Some(Value::Bytes(Rc::new(cur.take(n, "bytes")?.to_vec())));
+            }
+            0x8c => {
+                let n = cur.u8("SHORT_BINUNICODE length")?;
+                push = Some(cur.utf8(u64::from(n), at)?);
+            }
+            b'X' => {
+                let n = cur.u32("BINUNICODE length")?;
+                push = Some(cur.utf8(u64::from(n), at)?);
+            }
+            0x8d => {
+                let n = cur.u64("BINUNICODE8 length")?;
+                push = Some(cur.utf8(n, at)?);
+            }
+            b'a' | b'e' => {
+                // APPEND, APPENDS
+                let items = if op == b'a' {
+                    vec![pop(&mut stack, "APPEND")?]
+                } else {
+                    pop_mark(&mut stack, &mut marks, "APPENDS")?
+                };
+                let Some(Value::List(list)) = stack.last() else {
+                    return Err(cur.err(at, "APPEND(S) target is not a list"));
+                };
+                if items.iter().any(Value::is_container) {
+                    return Err(cur.err(at, "nested containers inside a list are not supported"));
+                }
+                list.borrow_mut().extend(items);
+            }
+            b't' | 0x85 | 0x86 | 0x87 => {
+                let items = match op {
+                    b't' => pop_mark(&mut stack, &mut marks, "TUPLE")?,
+                    _ => {
+                        let n = usize::from(op - 0x84);
+                        if stack.len() < n {
+                            return Err(cur.err(at, format!("TUPLE{n} needs {n} stack items")));
+                        }
+                        stack.split_off(stack.len() - n)
+                    }
+                };
+                if items.iter().any(|v| matches!(v, Value::Tuple(_))) {
+                    return Err(cur.err(at, "tuples inside tuples are not supported"));
+                }
+                push = Some(Value::Tuple(Rc::new(items)));
+            }
+            b'q' | b'r' | 0x94 => {
+                // BINPUT, LONG_BINPUT, MEMOIZE
+                let key = match op {
+                    b'q' => u32::from(cur.u8("BINPUT index")?),
+                    b'r' => cur.u32("LONG_BINPUT index")?,
+                    _ => memo.len() as u32,
+                };
+                let Some(top) = stack.last() else {
+                    return Err(cur.err(at, "memo put on an empty stack"));
+                };
+                memo.insert(key, top.clone());
+            }
+            b'h' | b'j' => {
+                let key = if op == b'h' {
+                    u32::from(cur.u8("BINGET index")?)
+                } else {
+                    cur.u32("LONG_BINGET index")?
+                };
+                let Some(v) = memo.get(&key) else {
+                    return Err(cur.err(at, format!("memo key {key} was never stored")));
+                };
+                push = Some(v.clone());
+            }
+            b'c' => {
+                let module = cur.line("GLOBAL module")?;
+                let name = cur.line("GLOBAL name")?;
+                push = Some(Value::Global(Rc::new((module, name))));
+            }
+            0x93 => {
+                let name = pop(&mut stack, "STACK_GLOBAL")?;
+                let module = pop(&mut stack, "STACK_GLOBAL")?;
+                let (Value::Str(m), Value::Str(n)) = (module, name) else {
+                    return Err(cur.err(at, "STACK_GLOBAL expects two strings"));
+                };
+                push = Some(Value::Global(Rc::new((m.to_string(), n.to_string()))));
+            }
+            b'R' => {
+                let args = pop(&mut stack, "REDUCE")?;
+                let func = pop(&mut stack, "REDUCE")?;
+                push = Some(reduce(&func, &args).map_err(|what| cur.err(at, what))?);
+            }
+            _ => {
+                return Err(DataError::UnknownOpcode {
+                    path: path.to_path_buf(),
+                    opcode: op,
+                    offset: at as u64,
+                })
+            }
+        }
+        if let Some(v) = push {
+            if stack.len() >= MAX_STACK {
+                return Err(cur.err(at, "pickle stack grew past 4M items"));
+            }
+            stack.push(v);
+        }
+    }
+}
+
+/// The few `REDUCE` calls found in protocol-2 pickles of bytes.
+fn reduce(func: &Value, args: &Value) -> std::result::Result<Value, String> {
+    let Value::Global(g) = func else {
+        return Err(format!("REDUCE callable is {}, expected a global", func.kind()));
+    };
+    let Value::Tuple(args) = args else {
+        return Err(format!("REDUCE arguments are {}, expected a tuple", args.kind()));
+    };
+    match (g.0.as_str(), g.1.as_str(), args.as_slice()) {
+        ("_codecs", "encode", [Value::Str(text), Value::Str(enc)])
+            if enc.as_str() == "latin1" || enc.as_str() == "latin-1" =>
+        {
+            let mut out = Vec::with_capacity(text.len());
+            for ch in text.chars() {
+                let c = u32::from(ch);
+                if c > 0xFF {
+                    return Err(format!("character U+{c:04X} cannot be encoded as latin1"));
+                }
+                out.push(c as u8);
+            }
+            Ok(Value::Bytes(Rc::new(out)))
+        }
+        ("__builtin__" | "builtins", "bytes", []) => Ok(Value::Bytes(Rc::new(Vec::new()))),
+        (m, n, _) => Err(format!("unsupported REDUCE of {m}.{n}")),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pickle writing.
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    if b.len() < 256 {
+        out.push(b'C');
+        out.push(b.len() as u8);
+    } else if let Ok(n) = u32::try_from(b.len()) {
+        out.push(b'B');
+        out.extend_from_slice(&n.to_le_bytes());
+    } else {
+        out.push(0x8e);
+        out.extend_from_slice(&(b.len() as u64).to_le_bytes());
+    }
+    out.extend_from_slice(b);
+}
+
+/// Serialises `(images, issame)` as a protocol-4 pickle (lists appended in batches of 1000,
+/// like Python's pickler).
+pub fn write_pickle(images: &[Vec<u8>], issame: &[bool]) -> Vec<u8> {
+    let total: usize = images.iter().map(|b| b.len() + 9).sum();
+    let mut out = Vec::with_capacity(total + issame.len() + 64);
+    out.extend_from_slice(&[0x80, 4]);
+    out.push(b']');
+    for chunk in images.chunks(1000) {
+        out.push(b'(');
+        for b in chunk {
+            put_bytes(&mut out, b);
+        }
+        out.push(b'e');
+    }
+    out.push(b']');
+    for chunk in issame.chunks(1000) {
+        out.push(b'(');
+        out.extend(chunk.iter().map(|s| if *s { 0x88 } else { 0x89 }));
+        out.push(b'e');
+    }
+    out.push(0x86);
+    out.push(b'.');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::rng::SplitMix64;
+
+    /// Produced by scripts/make_bin_fixture.py with Python 3 `pickle.HIGHEST_PROTOCOL`.
+    const FIXTURE_P_HIGHEST: &[u8] =
+        include_bytes!("../../tests/fixtures/verification_highest.bin");
+    /// Python 3, protocol 2: bytes pickled through `_codecs.encode`.
+    const FIXTURE_P2: &[u8] = include_bytes!("../../tests/fixtures/verification_p2.bin");
+    /// Python 2 style protocol 2: images as `str` (SHORT_BINSTRING / BINSTRING), LONG_BINPUT.
+    const FIXTURE_PY2: &[u8] = include_bytes!("../../tests/fixtures/verification_py2.bin");
+
+    fn sample_images(n: usize, seed: u64) -> Vec<Vec<u8>> {
+        let mut r = SplitMix64::new(seed);
+        (0..n)
+            .map(|i| {
+                // mix short (< 256) and long payloads, including magic-like and '.' bytes
+                let len = if i % 3 == 0 { 300 + r.below(500) } else { r.below(200) };
+                (0..len).map(|_| r.below(256) as u8).collect()
+            })
+            .collect()
+    }
+
+    fn check_fixture(bytes: &[u8], name: &str) {
+        let set = VerificationSet::from_pickle(bytes, name).unwrap();
+        assert_eq!(set.len(), 3, "{name}");
+        assert_eq!(set.issame, [true, false, true], "{name}");
+        assert_eq!(set.images.len(), 6);
+        // image 0 is a 16x16 PNG (> 255 bytes), image 1 an 8x8 PNG (< 256 bytes)
+        let a = set.decode(0, None).unwrap();
+        let b = set.decode(1, None).unwrap();
+        assert_eq!(a.dimensions(), (16, 16), "{name}");
+        assert_eq!(b.dimensions(), (8, 8), "{name}");
+        assert!(set.images[0].len() > 255 && set.images[1].len() < 256, "{name}");
+        // pixel (x, y) of image k is (k*40, x*16, y*16) as drawn by the script
+        assert_eq!(a.get_pixel(3, 5).0, [0, 48, 80], "{name}");
+        assert_eq!(set.decode(5, None).unwrap().get_pixel(1, 2).0, [200, 16, 32], "{name}");
+        assert_eq!(set.decode(1, Some(4)).unwrap().dimensions(), (4, 4));
+    }
+
+    #[test]
+    fn reads_python_fixtures() {
+        check_fixture(FIXTURE_P_HIGHEST, "highest");
+        check_fixture(FIXTURE_P2, "p2");
+        check_fixture(FIXTURE_PY2, "py2");
+        let hi = VerificationSet::from_pickle(FIXTURE_P_HIGHEST, "a").unwrap();
+        let p2 = VerificationSet::from_pickle(FIXTURE_P2, "a").unwrap();
+        let py2 = VerificationSet::from_pickle(FIXTURE_PY2, "a").unwrap();
+        assert_eq!(hi.images, p2.images);
+        assert_eq!(hi.images, py2.images);
+    }
+
+    #[test]
+    fn round_trip_including_batches_and_empty_images() {
+        let mut images = sample_images(2 * 1203, 3);
+        images[4] = Vec::new();
+        let issame: Vec<bool> = (0..1203).map(|i| i % 3 != 0).collect();
+        let set = VerificationSet::new(images.clone(), issame.clone()).unwrap();
+        let bytes = set.to_pickle();
+        assert_eq!(&bytes[..2], &[0x80, 4]);
+        let back = VerificationSet::from_pickle(&bytes, "mem.bin").unwrap();
+        assert_eq!(back.images, images);
+        assert_eq!(back.issame, issame);
+        assert_eq!(back.pair(1), Some((&images[2][..], &images[3][..], true)));
+        assert_eq!(back.pair(1203), None);
+
+        let path = std::env::temp_dir().join(format!("groupface-bin-{}.bin", std::process::id()));
+        set.write(&path).unwrap();
+        assert_eq!(VerificationSet::read(&path).unwrap().issame, issame);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn python_loads_writer_output() {
+        // Cross-check with the real pickle module when python3 is installed.
+        let Ok(v) = std::process::Command::new("python3").arg("--version").output() else {
+            println!("python3 not found: skipping the cross-check");
+            return;
+        };
+        if !v.status.success() {
+            println!("python3 not usable: skipping the cross-check");
+            return;
+        }
+        let images = sample_images(2 * 1005, 9);
+        let issame: Vec<bool> = (0..1005).map(|i| i % 2 == 0).collect();
+        let set = VerificationSet::new(images.clone(), issame).unwrap();
+        let path =
+            std::env::temp_dir().join(format!("groupface-bin-py-{}.bin", std::process::id()));
+        set.write(&path).unwrap();
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make_bin_fixture.py");
+        let out = if script.exists() {
+            std::process::Command::new("python3").arg(&script).arg("--check").arg(&path).output()
+        } else {
+            // the same checks inline (the scratch crate has no scripts/ folder)
+            let check = "import pickle,sys\n\
+                b,s=pickle.load(open(sys.argv[1],'rb'))\n\
+                assert isinstance(b,list) and isinstance(s,list)\n\
+                assert all(isinstance(x,bytes) for x in b) and all(isinstance(x,bool) for x in s)\n\
+                print(f'{len(b)} images, {len(s)} pairs, {sum(s)} same, '\n\
+                f'{sum(len(x) for x in b)} image bytes, byte sum {sum(sum(x) for x in b)}')";
+            std::process::Command::new("python3").arg("-c").arg(check).arg(&path).output()
+        }
+        .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let total: usize = images.iter().map(Vec::len).sum();
+        let byte_sum: u64 = images.iter().flatten().map(|b| u64::from(*b)).sum();
+        let expected =
+            format!("2010 images, 1005 pairs, 503 same, {total} image bytes, byte sum {byte_sum}");
+        assert!(
+            text.trim_end().ends_with(&expected),
+            "python said {text:?}, expected {expected:?}"
+        );
+    }
+
+    #[test]
+    fn bad_inputs_give_the_right_errors() {
+        let images = sample_images(4, 1);
+        // odd image count
+        let bytes = write_pickle(&images[..3], &[true]);
+        assert!(matches!(
+            VerificationSet::from_pickle(&bytes, "odd.bin"),
+            Err(DataError::OddImageCount { count: 3, .. })
+        ));
+        // label count mismatch
+        let bytes = write_pickle(&images, &[true]);
+        match VerificationSet::from_pickle(&bytes, "mismatch.bin") {
+            Err(DataError::LabelCountMismatch { images: 4, labels: 1, path }) => {
+                assert_eq!(path, PathBuf::from("mismatch.bin"))
+            }
+            other => panic!("expected LabelCountMismatch, got {other:?}"),
+        }
+        assert!(matches!(
+            VerificationSet::new(images.clone(), vec![true; 3]),
+            Err(DataError::LabelCountMismatch { .. })
+        ));
+        // truncated file
+        let good = write_pickle(&images, &[true, false]);
+        for cut in [0, 1, 5, good.len() / 2, good.len() - 1] {
+            assert!(
+                matches!(
+                    VerificationSet::from_pickle(&good[..cut], "cut.bin"),
+                    Err(DataError::Truncated { .. })
+                ),
+                "cut at {cut}"
+            );
+        }
+        // unknown opcode (a protocol-0 PUT 'p') at a known offset
+        let mut bad = good.clone();
+        bad.insert(3, b'p');
+        match VerificationSet::from_pickle(&bad, "op.bin") {
+            Err(DataError::UnknownOpcode { opcode: b'p', offset: 3, .. }) => {}
+            other => panic!("expected UnknownOpcode, got {other:?}"),
+        }
+        // wrong structure
+        let mut list_only = vec![0x80, 4, b']', b'.'];
+        assert!(matches!(
+            VerificationSet::from_pickle(&list_only, "s.bin"),
+            Err(DataError::Corrupt { .. })
+        ));
+        list_only.truncate(0);
+        assert!(matches!(
+            read_pickle(&list_only, Path::new("e.bin")),
+            Err(DataError::Truncated { .. })
+        ));
+        // unreadable path
+        assert!(matches!(
+            VerificationSet::read("/nonexistent/groupface/lfw.bin"),
+            Err(DataError::Io { .. })
+        ));
+    }
+
+    #[test]
+    fn fuzz_mutations_never_panic() {
+        let images = sample_images(8, 4);
+        let seeds: Vec<Vec<u8>> = vec![
+            write_pickle(&images, &[true, false, true, false]),
+            FIXTURE_P2.to_vec(),
+            FIXTURE_PY2.to_vec(),
+            FIXTURE_P_HIGHEST.to_vec(),
+        ];
+        let mut rng = SplitMix64::new(0xB1B1);
+        let runs = 4000;
+        let mut ok = 0;
+        for run in 0..runs {
+            let mut b = seeds[run % seeds.len()].clone();
+            match rng.below(4) {
+                0 => {
+                    for _ in 0..1 + rng.below(6) {
+                        let i = rng.below(b.len());
+                        b[i] = rng.below(256) as u8;
+                    }
+                }
+                1 => b.truncate(rng.below(b.len())),
+                2 => {
+                    let i = rng.below(b.len());
+                    let op =
+                        [b'(', b'e', b'a', b'.', 0x86, b't', b'h', b'q', b'R', b'c', 0x93, 0x94]
+                            [rng.below(12)];
+                    b.insert(i, op);
+                }
+                _ => {
+                    // random 4-byte length overwrite
+                    let i = rng.below(b.len().saturating_sub(4).max(1));
+                    let v = (rng.next_u64() as u32).to_le_bytes();
+                    for (k, x) in v.iter().enumerate() {
+                        if let Some(slot) = b.get_mut(i + k) {
+                            *slot = *x;
+                        }
+                    }
+                }
+            }
+            if let Ok(set) = VerificationSet::from_pickle(&b, "fuzz.bin") {
+                ok += 1;
+                for i in 0..set.images.len().min(4) {
+                    let _ = set.decode(i, None);
+                }
+            }
+        }
+        println!("verification .bin fuzz: {runs} mutated inputs, {ok} still parsed");
+    }
+}
