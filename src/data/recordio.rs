@@ -669,7 +669,7 @@ impl RecordWriter {
 }
 
 /// What [`pack_folder`] wrote.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PackStats {
     /// Image records written.
     pub images: usize,

@@ -1,0 +1,148 @@
+//! Data tools: `data synth`, `data pack`, `data info`, `data bench`.
+//!
+//! `cargo run --release --bin data -- synth out=DIR identities=N images_per_identity=M side=S seed=K`
+//! `cargo run --release --bin data -- pack src=DIR out=FILE.rec`
+//! `cargo run --release --bin data -- info path=P`
+//! `cargo run --release --bin data -- bench side=112`
+
+use std::path::PathBuf;
+
+use groupface::cli::{CliError, Key, Spec};
+use groupface::data::synth::SynthConfig;
+use groupface::data::tool;
+
+const COMMANDS: &str = "synth|pack|info|bench";
+
+fn spec(command: &str) -> Option<Spec> {
+    let key = |name, default, accepts, help| Key { name, default, accepts, help };
+    let (about, keys) = match command {
+        "synth" => (
+            "write synthetic faces: one folder per identity plus attributes.csv",
+            vec![
+                key("out", None, "a folder", "where to write"),
+                key("identities", Some("100"), "integer > 0", "number of identities"),
+                key("images_per_identity", Some("20"), "integer > 0", "images per identity"),
+                key("side", Some("112"), "integer >= 16", "image side in pixels"),
+                key("seed", Some("0"), "integer", "generator seed"),
+                key("difficulty", Some("0.5"), "number in [0, 1]", "nuisance strength"),
+                key(
+                    "lookalike_fraction",
+                    Some("0.2"),
+                    "number in [0, 1)",
+                    "share of look-alike identities",
+                ),
+            ],
+        ),
+        "pack" => (
+            "pack an image folder into insightface RecordIO (FILE.rec and FILE.idx)",
+            vec![
+                key("src", None, "an image folder", "one subfolder per identity"),
+                key(
+                    "out",
+                    None,
+                    "a path ending in .rec",
+                    "the .rec to write; the .idx goes beside it",
+                ),
+            ],
+        ),
+        "info" => (
+            "decode every image of a folder, a .rec or a .bin and print one JSON object",
+            vec![key("path", None, "a folder, a .rec or a .bin", "what to inspect")],
+        ),
+        "bench" => (
+            "images/s of synthetic generation, folder decoding and .rec decoding (one thread)",
+            vec![
+                key("side", Some("112"), "integer >= 16", "image side"),
+                key("identities", Some("20"), "integer > 0", "identities to generate"),
+                key("images_per_identity", Some("25"), "integer > 0", "images per identity"),
+                key("work", None, "a folder", "scratch folder (default: a temporary one)"),
+            ],
+        ),
+        _ => return None,
+    };
+    Some(Spec { program: "data", about, keys, flags: vec![] })
+}
+
+fn run(words: Vec<String>) -> Result<(), String> {
+    let Some(command) = words.first() else {
+        return Err(format!(
+            "usage: data {COMMANDS} [key=value ...] (data COMMAND --help for keys)"
+        ));
+    };
+    if command == "--help" || command == "-h" {
+        println!("data: {COMMANDS}; `data COMMAND --help` lists the keys of each");
+        return Ok(());
+    }
+    let spec = spec(command)
+        .ok_or_else(|| format!("unknown command `{command}`; expected one of {COMMANDS}"))?;
+    let args = match spec.parse(&words[1..]) {
+        Err(CliError::Help(text)) => {
+            print!("{text}");
+            return Ok(());
+        }
+        other => other.map_err(|e| e.to_string())?,
+    };
+    let err = |e: CliError| e.to_string();
+    let data_err = |e: groupface::data::DataError| e.to_string();
+    match command.as_str() {
+        "synth" => {
+            let config = SynthConfig {
+                seed: args.get("seed").map_err(err)?,
+                identities: args.get("identities").map_err(err)?,
+                images_per_identity: args.get("images_per_identity").map_err(err)?,
+                side: args.get("side").map_err(err)?,
+                difficulty: args.get("difficulty").map_err(err)?,
+                lookalike_fraction: args.get("lookalike_fraction").map_err(err)?,
+            };
+            let out: PathBuf = args.get("out").map_err(err)?;
+            let n = tool::synth(config, &out).map_err(data_err)?;
+            println!("wrote {n} images to {}", out.display());
+        }
+        "pack" => {
+            let src: PathBuf = args.get("src").map_err(err)?;
+            let out: PathBuf = args.get("out").map_err(err)?;
+            if out.extension().and_then(|e| e.to_str()) != Some("rec") {
+                return Err(format!(
+                    "bad value `{}` for key `out`: expected a path ending in .rec",
+                    out.display()
+                ));
+            }
+            let stats = tool::pack(&src, &out).map_err(data_err)?;
+            println!("{}", serde_json::to_string(&stats).map_err(|e| e.to_string())?);
+        }
+        "info" => {
+            let path: PathBuf = args.get("path").map_err(err)?;
+            let info = tool::info(&path).map_err(data_err)?;
+            println!("{}", serde_json::to_string(&info).map_err(|e| e.to_string())?);
+        }
+        "bench" => {
+            let work: PathBuf = match args.get_opt("work").map_err(err)? {
+                Some(dir) => dir,
+                None => std::env::temp_dir()
+                    .join(format!("groupface-data-bench-{}", std::process::id())),
+            };
+            let results = tool::bench(
+                args.get("side").map_err(err)?,
+                args.get("identities").map_err(err)?,
+                args.get("images_per_identity").map_err(err)?,
+                &work,
+            )
+            .map_err(data_err)?;
+            for r in results {
+                println!("{}", serde_json::to_string(&r).map_err(|e| e.to_string())?);
+            }
+            if args.raw("work").is_none() {
+                let _ = std::fs::remove_dir_all(&work);
+            }
+        }
+        _ => unreachable!("spec() accepted only known commands"),
+    }
+    Ok(())
+}
+
+fn main() {
+    if let Err(message) = run(std::env::args().skip(1).collect()) {
+        eprintln!("error: {message}");
+        std::process::exit(2);
+    }
+}
