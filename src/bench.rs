@@ -75,7 +75,13 @@ impl BackendJob for BenchCase {
         B::seed(&device, 0);
         let criterion =
             CriterionConfig::new(MarginSoftmaxConfig::new(self.classes, self.model.output_width()));
-        let mut model = TrainModel::<B>::new(&self.model, &criterion, &device);
+        let mut model = TrainModel::<B>::new(
+            &self.model,
+            &criterion,
+            LabelMethod::SelfDistributed,
+            32,
+            &device,
+        );
         let mut optimizer = paper_sgd().init();
         let mut labeler = GroupLabeler::new(LabelMethod::SelfDistributed, 32);
         let side = self.model.backbone.input_side;

@@ -40,15 +40,18 @@ named_enum!(
 
 /// Makes group labels from group probabilities, keeping the window of batch means that
 /// estimates E[p]. One labeler lives for a whole training run.
-#[derive(Debug, Clone)]
-pub struct GroupLabeler<B: Backend> {
+///
+/// The window is kept on the host (K floats per batch), so the labeler does not depend on the
+/// backend and its state can be saved with a checkpoint ([`history`](Self::history)).
+#[derive(Clone, PartialEq)]
+pub struct GroupLabeler {
     method: LabelMethod,
     window: usize,
-    history: VecDeque<Tensor<B, 1>>,
+    history: VecDeque<Vec<f32>>,
 }
 
-impl<B: Backend> GroupLabeler<B> {
-    /// A labeler with an empty history. `window` must be at least 1.
+impl GroupLabeler {
+    /// A labeler with an empty history. `window` below 1 is taken as 1.
     pub fn new(method: LabelMethod, window: usize) -> Self {
         Self { method, window: window.max(1), history: VecDeque::new() }
     }
@@ -63,7 +66,7 @@ impl<B: Backend> GroupLabeler<B> {
     /// # Shapes
     /// - `probs`: `[batch, K]`, rows summing to 1 (detached here)
     /// - output: `[batch]` group indices
-    pub fn labels(&mut self, probs: Tensor<B, 2>) -> Option<Tensor<B, 1, Int>> {
+    pub fn labels<B: Backend>(&mut self, probs: Tensor<B, 2>) -> Option<Tensor<B, 1, Int>> {
         let probs = probs.detach();
         let batch = probs.dims()[0];
         match self.method {
@@ -77,41 +80,63 @@ impl<B: Backend> GroupLabeler<B> {
         }
     }
 
+    /// Labels for one batch with the current E[p] estimate, leaving the window unchanged (for
+    /// validation). Before the first training batch, the batch's own mean stands in for E[p].
+    pub fn peek_labels<B: Backend>(&self, probs: Tensor<B, 2>) -> Option<Tensor<B, 1, Int>> {
+        let probs = probs.detach();
+        let batch = probs.dims()[0];
+        match self.method {
+            LabelMethod::None => None,
+            LabelMethod::Naive => Some(probs.argmax(1).reshape([batch])),
+            LabelMethod::SelfDistributed => {
+                let k = probs.dims()[1];
+                let expected = match self.expected(&probs.device()) {
+                    Some(e) if e.dims()[0] == k => e,
+                    _ => probs.clone().mean_dim(0).reshape([k]),
+                };
+                Some(self_distributed(probs, expected).argmax(1).reshape([batch]))
+            }
+        }
+    }
+
     /// Pushes this batch's mean probabilities and returns the current estimate of E[p], `[K]`.
-    pub fn update(&mut self, probs: Tensor<B, 2>) -> Tensor<B, 1> {
-        let k = probs.dims()[1];
-        self.history.push_back(probs.detach().mean_dim(0).reshape([k]));
+    pub fn update<B: Backend>(&mut self, probs: Tensor<B, 2>) -> Tensor<B, 1> {
+        let device = probs.device();
+        let mean: Vec<f32> = probs.detach().mean_dim(0).into_data().iter::<f32>().collect();
+        if self.history.back().is_some_and(|last| last.len() != mean.len()) {
+            // A different number of groups: the old window says nothing about these groups.
+            self.history.clear();
+        }
+        self.history.push_back(mean);
         while self.history.len() > self.window {
             self.history.pop_front();
         }
-        self.expected().expect("history holds the batch just pushed")
+        self.expected(&device).expect("history holds the batch just pushed")
     }
 
     /// The current estimate of E[p], or `None` before the first batch.
-    pub fn expected(&self) -> Option<Tensor<B, 1>> {
-        let n = self.history.len();
-        (n > 0)
-            .then(|| Tensor::stack::<2>(self.history.iter().cloned().collect(), 0).sum_dim(0))
-            .map(|sum| {
-                let k = sum.dims()[1];
-                sum.reshape([k]) / n as f32
-            })
+    pub fn expected<B: Backend>(&self, device: &B::Device) -> Option<Tensor<B, 1>> {
+        let k = self.history.front()?.len();
+        let mut sum = vec![0.0f64; k];
+        for row in &self.history {
+            for (s, v) in sum.iter_mut().zip(row) {
+                *s += *v as f64;
+            }
+        }
+        let n = self.history.len() as f64;
+        let mean: Vec<f32> = sum.iter().map(|s| (s / n) as f32).collect();
+        Some(Tensor::from_data(TensorData::new(mean, [k]), device))
     }
 
     /// The window's batch means, oldest first, for checkpoints.
     pub fn history(&self) -> Vec<Vec<f32>> {
-        self.history.iter().map(|t| t.to_data().iter::<f32>().collect()).collect()
+        self.history.iter().cloned().collect()
     }
 
-    /// Restores the window from [`history`](Self::history).
-    pub fn restore(&mut self, history: &[Vec<f32>], device: &B::Device) {
-        self.history = history
-            .iter()
-            .rev()
-            .take(self.window)
-            .rev()
-            .map(|row| Tensor::from_data(TensorData::new(row.clone(), [row.len()]), device))
-            .collect();
+    /// Restores the window from [`history`](Self::history), keeping the newest `window` rows.
+    pub fn restore(&mut self, history: &[Vec<f32>]) {
+        let skip = history.len().saturating_sub(self.window);
+        self.history = history[skip..].iter().cloned().collect();
     }
 }
 
@@ -128,7 +153,19 @@ pub fn self_distributed<B: Backend>(probs: Tensor<B, 2>, expected: Tensor<B, 1>)
 }
 // ANCHOR_END: self_distributed
 
-impl<B: Backend> fmt::Display for GroupLabeler<B> {
+impl fmt::Debug for GroupLabeler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "GroupLabeler({}, window {}, {} batches held)",
+            self.method,
+            self.window,
+            self.history.len()
+        )
+    }
+}
+
+impl fmt::Display for GroupLabeler {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} (window {})", self.method, self.window)
     }

@@ -1,27 +1,43 @@
 //! What training optimises: the model together with the trainable parts of its loss.
 
+use std::sync::{Arc, Mutex};
+
 use burn::optim::{GradientsParams, Optimizer, SgdConfig};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
-use crate::labels::GroupLabeler;
+use crate::labels::{GroupLabeler, LabelMethod};
 use crate::loss::{Criterion, CriterionConfig, LossTerms};
 use crate::model::{GroupFace, GroupFaceConfig, GroupFaceOutput};
 
 /// The model and its criterion (class weights W, optional class centres) as one module, so one
-/// optimiser and one checkpoint cover both.
+/// optimiser and one checkpoint cover both, plus the group labeler whose E[p] window the
+/// training steps share.
 #[derive(Module, Debug)]
 pub struct TrainModel<B: Backend> {
     /// GroupFace or the baseline.
     pub model: GroupFace<B>,
     /// Margin softmax and optional Center loss.
     pub criterion: Criterion<B>,
+    /// Group labels for the self-grouping loss; shared by clones of the model.
+    #[module(skip)]
+    pub labeler: Arc<Mutex<GroupLabeler>>,
 }
 
 impl<B: Backend> TrainModel<B> {
-    /// Builds both parts.
-    pub fn new(model: &GroupFaceConfig, criterion: &CriterionConfig, device: &B::Device) -> Self {
-        Self { model: model.init(device), criterion: criterion.init(device) }
+    /// Builds both parts and a labeler with an empty window.
+    pub fn new(
+        model: &GroupFaceConfig,
+        criterion: &CriterionConfig,
+        labels: LabelMethod,
+        label_window: usize,
+        device: &B::Device,
+    ) -> Self {
+        Self {
+            model: model.init(device),
+            criterion: criterion.init(device),
+            labeler: Arc::new(Mutex::new(GroupLabeler::new(labels, label_window))),
+        }
     }
 
     /// Forward pass and loss terms of one batch.
@@ -33,7 +49,7 @@ impl<B: Backend> TrainModel<B> {
         &self,
         images: Tensor<B, 4>,
         classes: Tensor<B, 1, Int>,
-        labeler: &mut GroupLabeler<B>,
+        labeler: &mut GroupLabeler,
     ) -> (GroupFaceOutput<B>, LossTerms<B>) {
         let output = self.model.forward(images);
         let group_labels =
@@ -49,7 +65,7 @@ pub fn sgd_step<B: AutodiffBackend, O: Optimizer<TrainModel<B>, B>>(
     optimizer: &mut O,
     images: Tensor<B, 4>,
     classes: Tensor<B, 1, Int>,
-    labeler: &mut GroupLabeler<B>,
+    labeler: &mut GroupLabeler,
     lr: f64,
 ) -> (TrainModel<B>, f32) {
     let (_, terms) = model.forward_loss(images, classes, labeler);

@@ -56,34 +56,44 @@ fn window_estimator<B: AutodiffBackend>(device: &B::Device) {
     // K = 2, window 2. Batch means: b1 = (0.9, 0.1), b2 = mean((0.6,0.4),(0.4,0.6)) = (0.5, 0.5),
     // b3 = (0.2, 0.8).
     // After b1: E = (0.9, 0.1). After b2: E = (0.7, 0.3). After b3 (b1 leaves): E = (0.35, 0.65).
-    let mut labeler = GroupLabeler::<B>::new(LabelMethod::SelfDistributed, 2);
-    let e1 = labeler.update(matrix(&[&[0.9, 0.1]], device));
+    let mut labeler = GroupLabeler::new(LabelMethod::SelfDistributed, 2);
+    let e1 = labeler.update(matrix::<B>(&[&[0.9, 0.1]], device));
     assert_close(&values(e1), &[0.9, 0.1], 1e-6, "E after b1");
-    let e2 = labeler.update(matrix(&[&[0.6, 0.4], &[0.4, 0.6]], device));
+    let e2 = labeler.update(matrix::<B>(&[&[0.6, 0.4], &[0.4, 0.6]], device));
     assert_close(&values(e2), &[0.7, 0.3], 1e-6, "E after b2");
     // Labels for b3 use E including b3 itself: E = (0.35, 0.65).
     // Sample (0.3, 0.7): p − E = (−0.05, 0.05) -> group 1. Sample (0.1, 0.9): (−0.25, 0.25) -> 1.
     // To make the window visible, b3 = ((0.3, 0.7), (0.1, 0.9)) has mean (0.2, 0.8).
-    let labels = labeler.labels(matrix(&[&[0.3, 0.7], &[0.1, 0.9]], device)).unwrap();
+    let labels = labeler.labels(matrix::<B>(&[&[0.3, 0.7], &[0.1, 0.9]], device)).unwrap();
     assert_eq!(labels.into_data().iter::<i64>().collect::<Vec<_>>(), vec![1, 1]);
-    assert_close(&values(labeler.expected().unwrap()), &[0.35, 0.65], 1e-6, "E after b3");
+    assert_close(
+        &values(labeler.expected::<B>(device).unwrap()),
+        &[0.35, 0.65],
+        1e-6,
+        "E after b3",
+    );
     // A sample (0.4, 0.6) under E = (0.35, 0.65): p − E = (0.05, −0.05) -> group 0, although
     // naive labeling says group 1: the window has seen group 1 favoured.
-    let mut naive = GroupLabeler::<B>::new(LabelMethod::Naive, 2);
+    let mut naive = GroupLabeler::new(LabelMethod::Naive, 2);
     let p = matrix::<B>(&[&[0.4, 0.6]], device);
     let n: Vec<i64> = naive.labels(p.clone()).unwrap().into_data().iter().collect();
-    let e = labeler.expected().unwrap();
+    let e = labeler.expected::<B>(device).unwrap();
     let sd: Vec<i64> = self_distributed(p, e).argmax(1).into_data().iter().collect();
     assert_eq!((n[0], sd[0]), (1, 0));
     // The window survives a checkpoint round trip.
     let history = labeler.history();
     assert_eq!(history.len(), 2);
-    let mut restored = GroupLabeler::<B>::new(LabelMethod::SelfDistributed, 2);
-    restored.restore(&history, device);
-    assert_close(&values(restored.expected().unwrap()), &[0.35, 0.65], 1e-6, "restored E");
+    let mut restored = GroupLabeler::new(LabelMethod::SelfDistributed, 2);
+    restored.restore(&history);
+    assert_close(
+        &values(restored.expected::<B>(device).unwrap()),
+        &[0.35, 0.65],
+        1e-6,
+        "restored E",
+    );
     // `none` makes no labels.
-    let mut none = GroupLabeler::<B>::new(LabelMethod::None, 2);
-    assert!(none.labels(matrix(&[&[0.5, 0.5]], device)).is_none());
+    let mut none = GroupLabeler::new(LabelMethod::None, 2);
+    assert!(none.labels(matrix::<B>(&[&[0.5, 0.5]], device)).is_none());
 }
 
 #[test]

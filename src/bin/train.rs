@@ -1,0 +1,177 @@
+//! Trains GroupFace (or the ArcFace baseline with `groups=0`) on synthetic faces, with Burn's
+//! TUI dashboard (plain text when stdout is not a terminal).
+//!
+//! `cargo run --release --bin train -- backbone=tiny groups=8 epochs=3 out=runs/tiny`
+
+use std::path::PathBuf;
+
+use groupface::backend::{self, BackendKind};
+use groupface::cli::{self, parse_bool, CliError, Key, Spec};
+use groupface::data::synth::SynthConfig;
+use groupface::loss::{CriterionConfig, MarginKind, MarginSoftmaxConfig};
+use groupface::train::{TrainConfig, TrainRun};
+
+fn spec() -> Spec {
+    let mut keys = cli::model_keys();
+    keys[0].default = Some("tiny");
+    keys[1].default = Some("8");
+    let key = |name, default, accepts, help| Key { name, default, accepts, help };
+    keys.extend([
+        key(
+            "labels",
+            Some("self-distributed"),
+            "none|naive|self-distributed",
+            "group labels of the self-grouping loss",
+        ),
+        key("label_window", Some("32"), "integer >= 1", "batches in the E[p] window"),
+        key("lambda", Some("0.1"), "number >= 0", "weight of the self-grouping loss"),
+        key(
+            "margin",
+            Some("arcface"),
+            "arcface|cosface|sphereface|softmax",
+            "margin of the classification loss",
+        ),
+        key("s", Some("64"), "number > 0", "logit scale"),
+        key("m", None, "number", "margin (kind's default: 0.5, 0.35, 4, 0)"),
+        key("straight_through", Some("false"), "true|false", "ArcFace margin without its gradient"),
+        key("center_loss", Some("0"), "number >= 0", "weight of the Center loss (0: off)"),
+        key("identities", Some("100"), "integer >= 2", "synthetic identities"),
+        key("images_per_identity", Some("20"), "integer >= 2", "synthetic images per identity"),
+        key(
+            "valid_images_per_identity",
+            Some("2"),
+            "integer >= 1",
+            "images per identity held out for validation",
+        ),
+        key("difficulty", Some("0.5"), "number in [0, 1]", "synthetic nuisance strength"),
+        key("data_seed", Some("0"), "integer", "seed of the synthetic identities"),
+        key("epochs", Some("3"), "integer > 0", "epochs"),
+        key("batch", Some("64"), "integer > 0", "images per batch"),
+        key("lr", Some("0.1"), "number > 0", "learning rate (constant)"),
+        key("momentum", Some("0.9"), "number in [0, 1)", "SGD momentum"),
+        key("weight_decay", Some("5e-4"), "number >= 0", "weight decay"),
+        key("seed", Some("0"), "integer", "seed of the weights, shuffle and flips"),
+        key("workers", Some("1"), "integer > 0", "data loader threads"),
+        key(
+            "backend",
+            None,
+            "a compiled backend: ndarray|flex|wgpu|cuda",
+            "backend (default: flex, else ndarray)",
+        ),
+        key("device", Some("0"), "integer >= 0", "GPU index for wgpu/cuda"),
+        key("out", Some("runs/train"), "a folder", "run directory"),
+        key(
+            "config",
+            None,
+            "a config.json of an earlier run",
+            "repeat that run (other keys but out/backend/device are refused)",
+        ),
+    ]);
+    Spec {
+        program: "train",
+        about: "train GroupFace or the ArcFace baseline on synthetic faces",
+        keys,
+        flags: vec![],
+    }
+}
+
+fn bad(key: &str, value: String, accepts: String) -> CliError {
+    CliError::BadValue { key: key.into(), value, accepts }
+}
+
+fn config_from_args(args: &cli::Args) -> Result<TrainConfig, CliError> {
+    let model = cli::model_config(args)?;
+    let kind: MarginKind = args.get("margin")?;
+    let straight = args.raw("straight_through").unwrap_or("false");
+    let straight_through =
+        parse_bool(straight).ok_or_else(|| args.bad("straight_through", straight))?;
+    let identities: usize = args.get("identities")?;
+    let margin = MarginSoftmaxConfig::new(identities, model.output_width())
+        .with_kind(kind)
+        .with_margin(args.get_opt("m")?)
+        .with_scale(args.get("s")?)
+        .with_straight_through(straight_through);
+    let criterion = CriterionConfig::new(margin)
+        .with_lambda(args.get("lambda")?)
+        .with_center_weight(args.get("center_loss")?);
+    let data = SynthConfig {
+        seed: args.get("data_seed")?,
+        identities,
+        images_per_identity: args.get("images_per_identity")?,
+        side: model.backbone.input_side as u32,
+        difficulty: args.get("difficulty")?,
+        ..SynthConfig::default()
+    };
+    let config = TrainConfig::new(model, criterion, data)
+        .with_labels(args.get("labels")?)
+        .with_label_window(args.get("label_window")?)
+        .with_valid_images_per_identity(args.get("valid_images_per_identity")?)
+        .with_epochs(args.get("epochs")?)
+        .with_batch(args.get("batch")?)
+        .with_lr(args.get("lr")?)
+        .with_momentum(args.get("momentum")?)
+        .with_weight_decay(args.get("weight_decay")?)
+        .with_seed(args.get("seed")?)
+        .with_workers(args.get("workers")?);
+    Ok(config)
+}
+
+/// What stops a run: a command-line error (nothing ran) or a failure of the run itself.
+enum Failure {
+    Cli(CliError),
+    Run(String),
+}
+
+impl From<CliError> for Failure {
+    fn from(e: CliError) -> Self {
+        Failure::Cli(e)
+    }
+}
+
+fn run() -> Result<(), Failure> {
+    let spec = spec();
+    let args = spec.parse(std::env::args().skip(1))?;
+    let config = match args.raw("config") {
+        Some(file) => {
+            let fixed = ["config", "out", "backend", "device"];
+            if let Some(key) =
+                spec.keys.iter().map(|k| k.name).find(|k| !fixed.contains(k) && args.given(k))
+            {
+                let value = args.raw(key).unwrap_or("").into();
+                return Err(bad(key, value, "nothing: config= fixes every setting".into()).into());
+            }
+            use burn::config::Config;
+            TrainConfig::load(file)
+                .map_err(|e| bad("config", file.into(), format!("a readable config.json ({e})")))?
+        }
+        None => config_from_args(&args)?,
+    };
+    config.validate().map_err(|e| bad(&e.key, e.found.clone(), e.expected.clone()))?;
+    let backend: BackendKind = match args.raw("backend") {
+        Some(value) => value.parse().map_err(|e: String| bad("backend", value.into(), e))?,
+        None => BackendKind::default_cpu().expect("at least one backend is compiled"),
+    };
+    let out: PathBuf = args.get("out")?;
+    let device = args.get("device")?;
+    let run = TrainRun { config, out };
+    let result =
+        backend::run(backend, device, run).map_err(|e| bad("backend", backend.to_string(), e))?;
+    let dir = result.map_err(Failure::Run)?;
+    println!("run directory: {}", dir.display());
+    Ok(())
+}
+
+fn main() {
+    match run() {
+        Ok(()) => {}
+        Err(Failure::Cli(CliError::Help(text))) => print!("{text}"),
+        Err(Failure::Cli(err)) => {
+            eprintln!("error: {err}");
+            std::process::exit(2);
+        }
+        Err(Failure::Run(message)) => {
+            eprintln!("error: {message}");
+            std::process::exit(1);
+        }
+    }
+}

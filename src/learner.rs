@@ -1,0 +1,273 @@
+//! Training with burn-train's Learner: the step output, its metrics, and `TrainStep` /
+//! `InferenceStep` for [`TrainModel`].
+
+use std::sync::Arc;
+
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::Transaction;
+use burn::train::metric::state::{FormatOptions, NumericMetricState};
+use burn::train::metric::{
+    AccuracyInput, Adaptor, ItemLazy, LossInput, Metric, MetricAttributes, MetricMetadata,
+    MetricName, Numeric, NumericAttributes, NumericEntry, SerializedEntry,
+};
+use burn::train::{InferenceStep, TrainOutput, TrainStep};
+
+use crate::data::dataset::FaceBatch;
+use crate::training::TrainModel;
+
+/// What one training or validation step reports to the metrics.
+#[derive(Debug, Clone)]
+pub struct StepOutput<B: Backend> {
+    /// Total loss `L1 + λ·L2 (+ Center)`, `[1]`.
+    pub loss: Tensor<B, 1>,
+    /// Margin softmax L1, `[1]`.
+    pub classification: Tensor<B, 1>,
+    /// Self-grouping loss L2, `[1]` (0 when there is none).
+    pub grouping: Tensor<B, 1>,
+    /// Cosine to every class, `[batch, C]` (accuracy).
+    pub cosine: Tensor<B, 2>,
+    /// Identity labels, `[batch]`.
+    pub targets: Tensor<B, 1, Int>,
+    /// Most probable group per sample, `[batch]` (all 0 for the baseline).
+    pub groups: Tensor<B, 1, Int>,
+    /// Number of groups K (0 for the baseline).
+    pub num_groups: usize,
+}
+
+impl<B: Backend> ItemLazy for StepOutput<B> {
+    type ItemSync = StepOutput<burn::backend::Flex>;
+
+    fn sync(self) -> Self::ItemSync {
+        let [loss, classification, grouping, cosine, targets, groups] = Transaction::default()
+            .register(self.loss)
+            .register(self.classification)
+            .register(self.grouping)
+            .register(self.cosine)
+            .register(self.targets)
+            .register(self.groups)
+            .execute()
+            .try_into()
+            .expect("six tensors registered");
+        let device = Default::default();
+        StepOutput {
+            loss: Tensor::from_data(loss, &device),
+            classification: Tensor::from_data(classification, &device),
+            grouping: Tensor::from_data(grouping, &device),
+            cosine: Tensor::from_data(cosine, &device),
+            targets: Tensor::from_data(targets, &device),
+            groups: Tensor::from_data(groups, &device),
+            num_groups: self.num_groups,
+        }
+    }
+}
+
+impl<B: Backend> Adaptor<LossInput<B>> for StepOutput<B> {
+    fn adapt(&self) -> LossInput<B> {
+        LossInput::new(self.loss.clone())
+    }
+}
+
+impl<B: Backend> Adaptor<AccuracyInput<B>> for StepOutput<B> {
+    fn adapt(&self) -> AccuracyInput<B> {
+        AccuracyInput::new(self.cosine.clone(), self.targets.clone())
+    }
+}
+
+/// The inputs of the GroupFace-specific metrics, read on the host.
+#[derive(Debug, Clone)]
+pub struct GroupFaceMetricInput {
+    /// L1 of the batch.
+    pub classification: f64,
+    /// L2 of the batch.
+    pub grouping: f64,
+    /// Samples per group in the batch (empty for the baseline).
+    pub counts: Vec<usize>,
+    /// Batch size.
+    pub batch: usize,
+}
+
+impl<B: Backend> Adaptor<GroupFaceMetricInput> for StepOutput<B> {
+    fn adapt(&self) -> GroupFaceMetricInput {
+        let scalar =
+            |t: &Tensor<B, 1>| t.clone().into_data().iter::<f64>().next().unwrap_or(f64::NAN);
+        let batch = self.targets.dims()[0];
+        let mut counts = vec![0usize; self.num_groups];
+        if self.num_groups > 0 {
+            for g in self.groups.clone().into_data().iter::<i64>() {
+                if let Some(c) = counts.get_mut(g as usize) {
+                    *c += 1;
+                }
+            }
+        }
+        GroupFaceMetricInput {
+            classification: scalar(&self.classification),
+            grouping: scalar(&self.grouping),
+            counts,
+            batch,
+        }
+    }
+}
+
+/// Which GroupFace quantity a [`GroupFaceMetric`] shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupFaceQuantity {
+    /// The margin softmax L1.
+    ClassificationLoss,
+    /// The self-grouping loss L2.
+    GroupingLoss,
+    /// Share of the epoch's samples in the most used group (1/K when uniform, 1 at collapse).
+    LargestGroupShare,
+    /// Entropy of the epoch's group histogram, in bits (log2 K when uniform, 0 at collapse).
+    GroupEntropy,
+}
+
+/// A numeric metric over [`GroupFaceMetricInput`]. Group usage accumulates the histogram over
+/// the epoch, so a collapse shows as the share rising to 1 and the entropy falling to 0.
+#[derive(Clone)]
+pub struct GroupFaceMetric {
+    quantity: GroupFaceQuantity,
+    name: MetricName,
+    state: NumericMetricState,
+    counts: Vec<usize>,
+}
+
+impl GroupFaceMetric {
+    /// A metric for `quantity`.
+    pub fn new(quantity: GroupFaceQuantity) -> Self {
+        let name = match quantity {
+            GroupFaceQuantity::ClassificationLoss => "L1 (margin softmax)",
+            GroupFaceQuantity::GroupingLoss => "L2 (self-grouping)",
+            GroupFaceQuantity::LargestGroupShare => "Largest group share",
+            GroupFaceQuantity::GroupEntropy => "Group entropy (bits)",
+        };
+        Self {
+            quantity,
+            name: Arc::new(name.to_string()),
+            state: Default::default(),
+            counts: Vec::new(),
+        }
+    }
+}
+
+/// Share of the largest group and entropy (bits) of a histogram; `None` when it is empty.
+pub fn group_usage(counts: &[usize]) -> Option<(f64, f64)> {
+    let total: usize = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let total = total as f64;
+    let largest = *counts.iter().max()? as f64 / total;
+    let entropy = counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = c as f64 / total;
+            -p * p.log2()
+        })
+        .sum();
+    Some((largest, entropy))
+}
+
+impl Metric for GroupFaceMetric {
+    type Input = GroupFaceMetricInput;
+
+    fn name(&self) -> MetricName {
+        self.name.clone()
+    }
+
+    fn attributes(&self) -> MetricAttributes {
+        let higher_is_better = self.quantity == GroupFaceQuantity::GroupEntropy;
+        NumericAttributes { unit: None, higher_is_better }.into()
+    }
+
+    fn update(&mut self, item: &Self::Input, _metadata: &MetricMetadata) -> SerializedEntry {
+        let value = match self.quantity {
+            GroupFaceQuantity::ClassificationLoss => item.classification,
+            GroupFaceQuantity::GroupingLoss => item.grouping,
+            GroupFaceQuantity::LargestGroupShare | GroupFaceQuantity::GroupEntropy => {
+                if self.counts.len() != item.counts.len() {
+                    self.counts = vec![0; item.counts.len()];
+                }
+                for (total, c) in self.counts.iter_mut().zip(&item.counts) {
+                    *total += c;
+                }
+                let (share, entropy) = group_usage(&self.counts).unwrap_or((f64::NAN, f64::NAN));
+                if self.quantity == GroupFaceQuantity::LargestGroupShare {
+                    share
+                } else {
+                    entropy
+                }
+            }
+        };
+        // Weight 1 per batch, as burn-train's LossMetric does, so the losses average alike.
+        self.state.update(value, 1, FormatOptions::new(self.name()).precision(3))
+    }
+
+    fn clear(&mut self) {
+        self.state.reset();
+        self.counts.clear();
+    }
+}
+
+impl Numeric for GroupFaceMetric {
+    fn value(&self) -> NumericEntry {
+        self.state.current_value()
+    }
+
+    fn running_value(&self) -> NumericEntry {
+        self.state.running_value()
+    }
+}
+
+impl<B: Backend> TrainModel<B> {
+    /// One step's loss terms and metric inputs. `update_window` is false for validation, which
+    /// labels groups with the current E[p] estimate without moving it.
+    pub fn step_output(&self, batch: FaceBatch<B>, update_window: bool) -> StepOutput<B> {
+        let output = self.model.forward(batch.images);
+        let group_labels = output.groups.as_ref().and_then(|groups| {
+            let mut labeler = self.labeler.lock().expect("labeler lock");
+            if update_window {
+                labeler.labels(groups.probs.clone())
+            } else {
+                labeler.peek_labels(groups.probs.clone())
+            }
+        });
+        let terms = self.criterion.forward(&output, batch.labels.clone(), group_labels);
+        let device = terms.total.device();
+        let batch_size = batch.labels.dims()[0];
+        let (groups, num_groups) = match &output.groups {
+            Some(g) => (g.probs.clone().argmax(1).reshape([batch_size]), g.probs.dims()[1]),
+            None => (Tensor::zeros([batch_size], &device), 0),
+        };
+        StepOutput {
+            loss: terms.total,
+            grouping: terms.grouping.unwrap_or_else(|| Tensor::zeros([1], &device)),
+            classification: terms.classification,
+            cosine: terms.cosine,
+            targets: batch.labels,
+            groups,
+            num_groups,
+        }
+    }
+}
+
+impl<B: AutodiffBackend> TrainStep for TrainModel<B> {
+    type Input = FaceBatch<B>;
+    type Output = StepOutput<B>;
+
+    fn step(&self, batch: FaceBatch<B>) -> TrainOutput<StepOutput<B>> {
+        let output = self.step_output(batch, true);
+        let grads = output.loss.backward();
+        TrainOutput::new(self, grads, output)
+    }
+}
+
+impl<B: Backend> InferenceStep for TrainModel<B> {
+    type Input = FaceBatch<B>;
+    type Output = StepOutput<B>;
+
+    fn step(&self, batch: FaceBatch<B>) -> StepOutput<B> {
+        self.step_output(batch, false)
+    }
+}
