@@ -94,6 +94,9 @@ impl FromStr for BackendKind {
     }
 }
 
+/// The help text of every binary's `backend=` key.
+pub const DEFAULT_BACKEND_HELP: &str = "backend (default: flex, else ndarray)";
+
 /// A computation to run on whichever backend is selected.
 pub trait BackendJob {
     /// What the job returns.

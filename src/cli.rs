@@ -86,6 +86,9 @@ pub enum CliError {
         /// What the key accepts.
         accepts: String,
     },
+    /// The arguments were fine but the work they asked for failed (exit status 1, not 2).
+    #[error("{0}")]
+    Run(String),
 }
 
 /// Parsed arguments: every declared key with its given or default value.

@@ -8,10 +8,14 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Transaction;
 use burn::train::metric::state::{FormatOptions, NumericMetricState};
 use burn::train::metric::{
-    AccuracyInput, Adaptor, ItemLazy, LossInput, Metric, MetricAttributes, MetricMetadata,
-    MetricName, Numeric, NumericAttributes, NumericEntry, SerializedEntry,
+    AccuracyInput, Adaptor, ItemLazy, LossInput, Metric, MetricAttributes, MetricDefinition,
+    MetricMetadata, MetricName, Numeric, NumericAttributes, NumericEntry, SerializedEntry,
 };
-use burn::train::{InferenceStep, TrainOutput, TrainStep};
+use burn::train::renderer::{
+    EvaluationName, EvaluationProgress, MetricState, MetricsRenderer, MetricsRendererEvaluation,
+    MetricsRendererTraining, ProgressType, TrainingProgress,
+};
+use burn::train::{InferenceStep, LearnerSummary, TrainOutput, TrainStep};
 
 use crate::data::dataset::FaceBatch;
 use crate::training::TrainModel;
@@ -270,4 +274,38 @@ impl<B: Backend> InferenceStep for TrainModel<B> {
     fn step(&self, batch: FaceBatch<B>) -> StepOutput<B> {
         self.step_output(batch, false)
     }
+}
+
+/// A renderer that draws nothing: for runs inside an ablation, which print one line per run
+/// instead of a dashboard per run. Metrics still go to the run directory's logs.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct QuietRenderer;
+
+impl MetricsRendererTraining for QuietRenderer {
+    fn update_train(&mut self, _state: MetricState) {}
+    fn update_valid(&mut self, _state: MetricState) {}
+    fn render_train(&mut self, _item: TrainingProgress, _progress: Vec<ProgressType>) {}
+    fn render_valid(&mut self, _item: TrainingProgress, _progress: Vec<ProgressType>) {}
+    fn on_train_end(
+        &mut self,
+        _summary: Option<LearnerSummary>,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        Ok(())
+    }
+}
+
+impl MetricsRendererEvaluation for QuietRenderer {
+    fn update_test(&mut self, _name: EvaluationName, _state: MetricState) {}
+    fn render_test(&mut self, _item: EvaluationProgress, _progress: Vec<ProgressType>) {}
+    fn on_test_end(
+        &mut self,
+        _summary: Option<LearnerSummary>,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        Ok(())
+    }
+}
+
+impl MetricsRenderer for QuietRenderer {
+    fn manual_close(&mut self) {}
+    fn register_metric(&mut self, _definition: MetricDefinition) {}
 }

@@ -12,18 +12,29 @@
 //! - [`loss`]: ArcFace / CosFace / SphereFace / softmax margins, self-grouping loss, Center loss.
 //! - [`similarity`]: plain and group-aware similarity.
 //! - [`summary`]: parameter and FLOP counts from a configuration.
+//! - [`train`], [`learner`], [`schedule`]: training runs with burn-train's Learner.
+//! - [`embed`], [`eval`], [`evaluate`], [`analysis`]: embeddings, the evaluation protocols and
+//!   what the groups learned.
+//! - [`ablation`]: grids of runs and their comparison with the paper.
 #![recursion_limit = "256"]
 
+pub mod ablation;
+pub mod analysis;
 pub mod backbone;
 pub mod backend;
 pub mod bench;
 pub mod cli;
 pub mod data;
+pub mod embed;
 pub mod error;
+pub mod eval;
+pub mod evaluate;
 pub mod labels;
 pub mod learner;
 pub mod loss;
 pub mod model;
+pub mod plot;
+pub mod schedule;
 pub mod similarity;
 pub mod summary;
 pub mod train;

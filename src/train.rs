@@ -6,20 +6,23 @@ use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::SgdConfig;
 use burn::prelude::*;
-use burn::record::CompactRecorder;
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::metric::{AccuracyMetric, LearningRateMetric, LossMetric};
-use burn::train::{Learner, SupervisedTraining};
+use burn::train::{Learner, LearnerSummary, SupervisedTraining};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
-use crate::backend::BackendJob;
+use crate::backend::{BackendJob, BackendKind};
 use crate::data::dataset::{FaceBatcher, FaceItem, SynthDataset};
 use crate::data::synth::SynthConfig;
 use crate::error::ConfigError;
+use crate::evaluate::{evaluate_synthetic, RunReport, SynthEvalConfig};
 use crate::labels::LabelMethod;
+use crate::learner::QuietRenderer;
 use crate::learner::{GroupFaceMetric, GroupFaceQuantity};
 use crate::loss::CriterionConfig;
 use crate::model::GroupFaceConfig;
+use crate::schedule::{Schedule, ScheduleKind, ScheduleSpec};
 use crate::training::TrainModel;
 
 /// Everything that defines a training run; saved as `config.json` in the run directory so the
@@ -47,9 +50,21 @@ pub struct TrainConfig {
     /// Images per batch.
     #[config(default = 64)]
     pub batch: usize,
-    /// Learning rate (constant).
+    /// Base learning rate.
     #[config(default = 0.1)]
     pub lr: f64,
+    /// How the rate moves after the warm-up.
+    #[config(default = "ScheduleKind::Constant")]
+    pub schedule: ScheduleKind,
+    /// Linear warm-up, in epochs (fractions allowed).
+    #[config(default = 0.0)]
+    pub warmup: f64,
+    /// Epochs at which `schedule=step` multiplies the rate by `step_factor`.
+    #[config(default = "Vec::new()")]
+    pub step_epochs: Vec<usize>,
+    /// Factor of each step of `schedule=step`.
+    #[config(default = 0.1)]
+    pub step_factor: f64,
     /// SGD momentum.
     #[config(default = 0.9)]
     pub momentum: f64,
@@ -62,6 +77,14 @@ pub struct TrainConfig {
     /// Data loader worker threads.
     #[config(default = 1)]
     pub workers: usize,
+    /// A finished run directory whose backbone starts this run (the paper's two-stage recipe:
+    /// a softmax-pretrained baseline, then GroupFace). The trunk is always copied; the
+    /// backbone's FC too when the output widths agree.
+    #[config(default = "None")]
+    pub init: Option<String>,
+    /// Verification on held-out synthetic identities after training.
+    #[config(default = "SynthEvalConfig::new()")]
+    pub eval: SynthEvalConfig,
 }
 
 impl TrainConfig {
@@ -117,6 +140,24 @@ impl TrainConfig {
                 self.momentum.to_string(),
             ));
         }
+        if !(self.warmup.is_finite() && self.warmup >= 0.0) {
+            return Err(ConfigError::new("warmup", "epochs >= 0", self.warmup.to_string()));
+        }
+        if self.warmup >= self.epochs as f64 && self.schedule == ScheduleKind::Linear {
+            return Err(ConfigError::new(
+                "warmup",
+                format!("fewer epochs than the run's {}", self.epochs),
+                self.warmup.to_string(),
+            ));
+        }
+        if let Some(&e) = self.step_epochs.iter().find(|&&e| e == 0 || e >= self.epochs) {
+            return Err(ConfigError::new(
+                "step_epochs",
+                format!("epochs in 1..{}", self.epochs),
+                e.to_string(),
+            ));
+        }
+        self.eval.validate()?;
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             return Err(ConfigError::new(
                 "weight_decay",
@@ -125,6 +166,25 @@ impl TrainConfig {
             ));
         }
         Ok(())
+    }
+
+    /// Training images per epoch (all identities minus the held-out images).
+    pub fn train_images(&self) -> usize {
+        self.data.identities * (self.data.images_per_identity - self.valid_images_per_identity)
+    }
+
+    /// The learning-rate schedule over the run's optimiser steps.
+    pub fn schedule(&self) -> Result<Schedule, ConfigError> {
+        let per_epoch = self.train_images().div_ceil(self.batch);
+        let spec = ScheduleSpec {
+            lr: self.lr,
+            kind: self.schedule,
+            warmup: (self.warmup * per_epoch as f64).round() as usize,
+            total: per_epoch * self.epochs,
+            per_epoch,
+            step_factor: self.step_factor,
+        };
+        Schedule::new(spec, self.step_epochs.clone())
     }
 
     /// SGD as configured, with PyTorch's dampening of 0.
@@ -137,14 +197,51 @@ impl TrainConfig {
     }
 }
 
+/// How models and checkpoints are stored: named MessagePack at full precision (burn's compact
+/// recorder halves the precision, so a resumed or re-evaluated run would not match).
+pub type RunRecorder = burn::record::NamedMpkFileRecorder<burn::record::FullPrecisionSettings>;
+
 /// A training run on one backend: the configuration and where it writes.
 #[derive(Debug, Clone)]
 pub struct TrainRun {
     /// The run's configuration.
     pub config: TrainConfig,
-    /// The run directory (`config.json`, metrics, checkpoints, `model.mpk`).
+    /// The run directory (`config.json`, metrics, checkpoints, `model.mpk`, `report.json`).
     pub out: PathBuf,
+    /// No dashboard (runs inside an ablation).
+    pub quiet: bool,
 }
+
+/// What a finished run leaves behind.
+#[derive(Debug, Clone)]
+pub struct TrainOutcome {
+    /// The run directory.
+    pub dir: PathBuf,
+    /// The held-out evaluation (also in `report.json`).
+    pub report: RunReport,
+    /// Wall time of training, seconds.
+    pub train_seconds: f64,
+    /// Wall time of the evaluation, seconds.
+    pub eval_seconds: f64,
+}
+
+/// Trains on the backend `kind` (device `index` for GPUs), then evaluates on held-out
+/// identities. Not generic, so that the Learner is compiled once, here, for every binary.
+pub fn train(kind: BackendKind, index: usize, run: TrainRun) -> Result<TrainOutcome, String> {
+    crate::backend::run(kind, index, run)?
+}
+
+/// Metric names as the Learner logs them, in the order of `metrics.csv`.
+const CSV_METRICS: [&str; 8] = [
+    "Loss",
+    "Accuracy",
+    "L1 (margin softmax)",
+    "L2 (self-grouping)",
+    "Largest group share",
+    "Group entropy (bits)",
+    "Learning Rate",
+    "Verification accuracy",
+];
 
 fn split_indices(config: &TrainConfig) -> (Vec<usize>, Vec<usize>) {
     let per = config.data.images_per_identity;
@@ -165,15 +262,15 @@ fn split_indices(config: &TrainConfig) -> (Vec<usize>, Vec<usize>) {
 }
 
 impl BackendJob for TrainRun {
-    type Output = Result<PathBuf, String>;
+    type Output = Result<TrainOutcome, String>;
 
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<PathBuf, String> {
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<TrainOutcome, String> {
         let config = self.config;
         config.validate().map_err(|e| e.to_string())?;
         std::fs::create_dir_all(&self.out)
             .map_err(|e| format!("cannot create run directory {}: {e}", self.out.display()))?;
         save_config(&config, &self.out)?;
-        B::seed(&device, config.seed);
+        let started = Instant::now();
 
         let faces = SynthDataset::new(config.data.clone()).map_err(|e| e.to_string())?;
         let (train_idx, valid_idx) = split_indices(&config);
@@ -193,14 +290,12 @@ impl BackendJob for TrainRun {
             .num_workers(config.workers)
             .build(valid);
 
-        let model = TrainModel::<B>::new(
-            &config.model,
-            &config.criterion,
-            config.labels,
-            config.label_window,
-            &device,
-        );
-        let training = SupervisedTraining::new(&self.out, train_loader, valid_loader)
+        let mut model = seeded_model::<B>(&config, &device);
+        if let Some(init) = &config.init {
+            model.model.backbone = load_backbone::<B>(Path::new(init), &config, &device)?;
+        }
+        let schedule = config.schedule().map_err(|e| e.to_string())?;
+        let mut training = SupervisedTraining::new(&self.out, train_loader, valid_loader)
             .metrics((LossMetric::new(), AccuracyMetric::new()))
             .metric_train_numeric(GroupFaceMetric::new(GroupFaceQuantity::ClassificationLoss))
             .metric_valid_numeric(GroupFaceMetric::new(GroupFaceQuantity::ClassificationLoss))
@@ -209,19 +304,168 @@ impl BackendJob for TrainRun {
             .metric_train_numeric(GroupFaceMetric::new(GroupFaceQuantity::LargestGroupShare))
             .metric_train_numeric(GroupFaceMetric::new(GroupFaceQuantity::GroupEntropy))
             .metric_train_numeric(LearningRateMetric::new())
-            .with_file_checkpointer(CompactRecorder::new())
+            .with_file_checkpointer(RunRecorder::new())
             .num_epochs(config.epochs)
             .summary();
-        let result = training.launch(Learner::new(model, config.optimizer().init(), config.lr));
+        if self.quiet {
+            training = training.renderer(QuietRenderer);
+        }
+        let result = training.launch(Learner::new(model, config.optimizer().init(), schedule));
         let model_path = self.out.join("model");
-        result
-            .model
-            .save_file(&model_path, &CompactRecorder::new())
-            .map_err(|e| format!("cannot save the model to {}: {e}", model_path.display()))?;
+        save_atomically(&result.model, &model_path)?;
         let mut renderer = result.renderer;
         renderer.manual_close();
-        Ok(self.out)
+        let train_seconds = started.elapsed().as_secs_f64();
+
+        let started = Instant::now();
+        let inner_device = device.clone();
+        let report = evaluate_synthetic(
+            &result.model.model,
+            &config.data,
+            &config.eval,
+            config.batch,
+            &inner_device,
+            Some(&self.out),
+        )
+        .map_err(|e| e.to_string())?;
+        let eval_seconds = started.elapsed().as_secs_f64();
+        report.write(&self.out).map_err(|e| e.to_string())?;
+        write_metrics_csv(&self.out, config.epochs, &report)?;
+        Ok(TrainOutcome { dir: self.out, report, train_seconds, eval_seconds })
     }
+}
+
+/// Serialises seeding and weight initialisation across threads: the backend's generator is
+/// global, so two runs drawing from it at once (an ablation's parallel jobs) would interleave
+/// their draws and neither would be reproducible.
+static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The run's model with weights drawn from `config.seed` alone.
+fn seeded_model<B: AutodiffBackend>(config: &TrainConfig, device: &B::Device) -> TrainModel<B> {
+    let _guard = INIT_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    B::seed(device, config.seed);
+    let model = TrainModel::<B>::new(
+        &config.model,
+        &config.criterion,
+        config.labels,
+        config.label_window,
+        device,
+    );
+    // Parameters are initialised lazily, on first use; draw them all now, under the lock.
+    let record = model.clone().into_record();
+    model.load_record(record)
+}
+
+/// Saves a module as `<path>.mpk` through a temporary file and a rename, so a crash never
+/// leaves a truncated model behind.
+pub fn save_atomically<B: Backend, M: Module<B>>(module: &M, path: &Path) -> Result<(), String> {
+    // Burn's recorder sets the extension itself, so the temporary name has no dot.
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("model");
+    let tmp = path.with_file_name(format!("{name}-partial"));
+    module
+        .clone()
+        .save_file(&tmp, &RunRecorder::new())
+        .map_err(|e| format!("cannot save the model to {}: {e}", tmp.display()))?;
+    let from = tmp.with_extension("mpk");
+    let to = path.with_extension("mpk");
+    std::fs::rename(&from, &to)
+        .map_err(|e| format!("cannot move {} to {}: {e}", from.display(), to.display()))
+}
+
+/// The backbone of the finished run in `dir`, fitted to `config`'s model: the convolutional
+/// trunk always, the FC and its BatchNorm when the output widths agree.
+fn load_backbone<B: Backend>(
+    dir: &Path,
+    config: &TrainConfig,
+    device: &B::Device,
+) -> Result<crate::backbone::IResNet<B>, String> {
+    let prior_config = TrainConfig::load(dir.join("config.json"))
+        .map_err(|e| format!("init: cannot read {}: {e}", dir.join("config.json").display()))?;
+    let prior_backbone = prior_config.model.backbone_config();
+    let ours = config.model.backbone_config();
+    if prior_backbone.blocks != ours.blocks
+        || prior_backbone.widths != ours.widths
+        || prior_backbone.stem_width != ours.stem_width
+        || prior_backbone.input_side != ours.input_side
+    {
+        return Err(format!(
+            "init: the backbone of {} (blocks {:?}, widths {:?}, stem {}, input {}) differs from \
+             this run's (blocks {:?}, widths {:?}, stem {}, input {})",
+            dir.display(),
+            prior_backbone.blocks,
+            prior_backbone.widths,
+            prior_backbone.stem_width,
+            prior_backbone.input_side,
+            ours.blocks,
+            ours.widths,
+            ours.stem_width,
+            ours.input_side
+        ));
+    }
+    let prior = TrainModel::<B>::new(
+        &prior_config.model,
+        &prior_config.criterion,
+        prior_config.labels,
+        prior_config.label_window,
+        device,
+    )
+    .load_file(dir.join("model"), &RunRecorder::new(), device)
+    .map_err(|e| format!("init: cannot load {}: {e}", dir.join("model.mpk").display()))?;
+    let prior = prior.model.backbone;
+    let mut fresh = config.model.init::<B>(device).backbone;
+    let same_head = prior_backbone.output_width == ours.output_width;
+    fresh.stem = prior.stem;
+    fresh.stem_bn = prior.stem_bn;
+    fresh.stem_act = prior.stem_act;
+    fresh.blocks = prior.blocks;
+    fresh.out_bn = prior.out_bn;
+    if same_head {
+        fresh.fc = prior.fc;
+        fresh.features = prior.features;
+    }
+    Ok(fresh)
+}
+
+/// Writes `metrics.csv`: one row per epoch and split with every logged metric (epoch means),
+/// and the held-out verification accuracy on the last row.
+fn write_metrics_csv(dir: &Path, epochs: usize, report: &RunReport) -> Result<(), String> {
+    let summary = LearnerSummary::new(dir, &CSV_METRICS[..7])?;
+    let mut csv = String::from("epoch,split");
+    for name in CSV_METRICS {
+        csv.push(',');
+        csv.push_str(&name.to_lowercase().replace([' ', '(', ')'], "_").replace("__", "_"));
+    }
+    csv.push('\n');
+    for (split, metrics) in [("train", &summary.metrics.train), ("valid", &summary.metrics.valid)] {
+        for epoch in 1..=epochs {
+            csv.push_str(&format!("{epoch},{split}"));
+            for name in CSV_METRICS {
+                let value = if name == "Verification accuracy" {
+                    (split == "valid" && epoch == epochs)
+                        .then_some(report.plain.verification.accuracy)
+                } else {
+                    metrics
+                        .iter()
+                        .find(|m| m.name == name)
+                        .and_then(|m| m.entries.iter().find(|e| e.step == epoch))
+                        .map(|e| e.value)
+                };
+                csv.push(',');
+                if let Some(v) = value {
+                    csv.push_str(&format!("{v}"));
+                }
+            }
+            csv.push('\n');
+        }
+    }
+    write_atomically(&dir.join("metrics.csv"), csv.as_bytes())
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// Writes `config.json` atomically (temporary file, then rename).

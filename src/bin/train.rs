@@ -5,11 +5,12 @@
 
 use std::path::PathBuf;
 
-use groupface::backend::{self, BackendKind};
+use groupface::backend::BackendKind;
 use groupface::cli::{self, parse_bool, CliError, Key, Spec};
 use groupface::data::synth::SynthConfig;
+use groupface::evaluate::SynthEvalConfig;
 use groupface::loss::{CriterionConfig, MarginKind, MarginSoftmaxConfig};
-use groupface::train::{TrainConfig, TrainRun};
+use groupface::train::{self, TrainConfig, TrainRun};
 
 fn spec() -> Spec {
     let mut keys = cli::model_keys();
@@ -47,7 +48,25 @@ fn spec() -> Spec {
         key("data_seed", Some("0"), "integer", "seed of the synthetic identities"),
         key("epochs", Some("3"), "integer > 0", "epochs"),
         key("batch", Some("64"), "integer > 0", "images per batch"),
-        key("lr", Some("0.1"), "number > 0", "learning rate (constant)"),
+        key("lr", Some("0.1"), "number > 0", "base learning rate"),
+        key(
+            "schedule",
+            Some("constant"),
+            "constant|linear|step",
+            "after the warm-up: constant, linear decay to 0, or step decay",
+        ),
+        key("warmup", Some("0"), "epochs >= 0", "linear warm-up from 0, in epochs"),
+        key("step_epochs", None, "list of epochs", "where schedule=step multiplies the rate"),
+        key("step_factor", Some("0.1"), "number > 0", "factor of each step"),
+        key(
+            "init",
+            None,
+            "a finished run directory",
+            "start from that run's backbone (pretrain the baseline, then GroupFace)",
+        ),
+        key("eval_identities", Some("100"), "integer >= 2", "held-out identities for verification"),
+        key("eval_images", Some("5"), "integer >= 2", "images per held-out identity"),
+        key("eval_pairs", Some("3000"), "multiple of 20", "pairs of the 10-fold protocol"),
         key("momentum", Some("0.9"), "number in [0, 1)", "SGD momentum"),
         key("weight_decay", Some("5e-4"), "number >= 0", "weight decay"),
         key("seed", Some("0"), "integer", "seed of the weights, shuffle and flips"),
@@ -109,6 +128,17 @@ fn config_from_args(args: &cli::Args) -> Result<TrainConfig, CliError> {
         .with_epochs(args.get("epochs")?)
         .with_batch(args.get("batch")?)
         .with_lr(args.get("lr")?)
+        .with_schedule(args.get("schedule")?)
+        .with_warmup(args.get("warmup")?)
+        .with_step_epochs(args.get_list("step_epochs")?)
+        .with_step_factor(args.get("step_factor")?)
+        .with_init(args.get_opt("init")?)
+        .with_eval(
+            SynthEvalConfig::new()
+                .with_identities(args.get("eval_identities")?)
+                .with_images_per_identity(args.get("eval_images")?)
+                .with_pairs(args.get("eval_pairs")?),
+        )
         .with_momentum(args.get("momentum")?)
         .with_weight_decay(args.get("weight_decay")?)
         .with_seed(args.get("seed")?)
@@ -153,11 +183,25 @@ fn run() -> Result<(), Failure> {
     };
     let out: PathBuf = args.get("out")?;
     let device = args.get("device")?;
-    let run = TrainRun { config, out };
-    let result =
-        backend::run(backend, device, run).map_err(|e| bad("backend", backend.to_string(), e))?;
-    let dir = result.map_err(Failure::Run)?;
-    println!("run directory: {}", dir.display());
+    let run = TrainRun { config, out, quiet: false };
+    let outcome = train::train(backend, device, run).map_err(Failure::Run)?;
+    let report = &outcome.report;
+    println!(
+        "held-out verification: {:.2}% ± {:.2} ({} positive / {} negative pairs)",
+        100.0 * report.plain.verification.accuracy,
+        100.0 * report.plain.verification.std,
+        report.plain.positives,
+        report.plain.negatives
+    );
+    if let Some(ga) = &report.group_aware {
+        println!("group-aware similarity: {:.2}%", 100.0 * ga.verification.accuracy);
+    }
+    println!(
+        "training {:.0} s, evaluation {:.0} s; run directory: {}",
+        outcome.train_seconds,
+        outcome.eval_seconds,
+        outcome.dir.display()
+    );
     Ok(())
 }
 

@@ -1,0 +1,152 @@
+//! Evaluates a trained run, or precomputed embeddings of any model.
+//!
+//! - `cargo run --release --bin eval -- model=runs/train data=synthetic out=runs/train/eval`
+//! - `cargo run --release --bin eval -- model=RUN data=lfw.bin out=DIR`
+//! - `cargo run --release --bin eval -- embeddings=E.npy pairs=P.txt out=DIR`
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use groupface::backend::{BackendKind, DEFAULT_BACKEND_HELP};
+use groupface::cli::{CliError, Key, Spec};
+use groupface::embed::{Embeddings, HostMatrix};
+use groupface::evaluate::{evaluate_run, pairs_report, EvalData, EvalJob, RunReport};
+use groupface::model::GroupMode;
+
+fn spec() -> Spec {
+    let key = |name, default, accepts, help| Key { name, default, accepts, help };
+    Spec {
+        program: "eval",
+        about: "verification, TAR@FAR and group analysis of a trained run or of embeddings",
+        keys: vec![
+            key("model", None, "a run directory", "the trained run to evaluate"),
+            key(
+                "data",
+                Some("synthetic"),
+                "synthetic|FOLDER|FILE.bin|ijbb:ROOT|ijbc:ROOT",
+                "held-out synthetic identities of the run, an image folder, a .bin, or IJB-B/C",
+            ),
+            key(
+                "embeddings",
+                None,
+                "a float32 .npy [N, D]",
+                "precomputed embeddings (instead of model=)",
+            ),
+            key("pairs", None, "a text file", "one pair per line: row_a row_b 1|0"),
+            key("labels", None, "a text file", "one identity per line, row order: every pair"),
+            key("mode", None, "soft|hard", "override the ensemble at inference"),
+            key("batch", Some("64"), "integer > 0", "images per forward pass"),
+            key("out", None, "a folder", "report.json, CSV, Markdown and ROC plot go here"),
+            key("backend", None, "ndarray|flex|wgpu|cuda (compiled ones)", DEFAULT_BACKEND_HELP),
+            key("device", Some("0"), "integer >= 0", "GPU index for wgpu/cuda"),
+        ],
+        flags: vec![],
+    }
+}
+
+fn from_embeddings(args: &groupface::cli::Args) -> Result<RunReport, CliError> {
+    use groupface::eval::{npy, pairs};
+    let path: PathBuf = args.get("embeddings")?;
+    if args.given("model") {
+        return Err(args.bad("model", args.raw("model").unwrap_or("")));
+    }
+    let matrix = npy::read_matrix(&path).map_err(|e| CliError::Run(e.to_string()))?;
+    let list = match (args.raw("pairs"), args.raw("labels")) {
+        (Some(file), None) => pairs::read_pairs(std::path::Path::new(file), matrix.rows),
+        (None, Some(file)) => pairs::read_labels(std::path::Path::new(file), matrix.rows)
+            .map(|labels| pairs::all_pairs(&labels)),
+        _ => {
+            return Err(CliError::Missing {
+                key: "pairs".into(),
+                accepts: "exactly one of pairs=FILE or labels=FILE with embeddings=".into(),
+            })
+        }
+    }
+    .map_err(|e| CliError::Run(e.to_string()))?;
+    let embeddings = Embeddings {
+        embedding: HostMatrix { rows: matrix.rows, cols: matrix.cols, data: matrix.data },
+        feature: None,
+        probs: None,
+    };
+    let mut settings = BTreeMap::new();
+    settings.insert("embeddings".into(), path.display().to_string());
+    settings.insert("similarity".into(), "plain".into());
+    let plain = pairs_report(&embeddings, &list, None, settings).map_err(CliError::Run)?;
+    Ok(RunReport { plain, group_aware: None, groups: None })
+}
+
+fn from_model(args: &groupface::cli::Args) -> Result<RunReport, CliError> {
+    let run: PathBuf = args.get("model")?;
+    let data_text: String = args.get("data")?;
+    let data = if data_text == "synthetic" {
+        if args.given("pairs") {
+            return Err(args.bad("pairs", args.raw("pairs").unwrap_or("")));
+        }
+        EvalData::Synthetic
+    } else if let Some((which, root)) = data_text
+        .split_once(':')
+        .filter(|(w, _)| w.eq_ignore_ascii_case("ijbb") || w.eq_ignore_ascii_case("ijbc"))
+    {
+        let which = which.parse().map_err(|_| args.bad("data", &data_text))?;
+        EvalData::Ijb { root: PathBuf::from(root), which }
+    } else if data_text.ends_with(".bin") {
+        EvalData::Bin(PathBuf::from(&data_text))
+    } else {
+        EvalData::Folder { root: PathBuf::from(&data_text), pairs: args.get_opt("pairs")? }
+    };
+    let mode: Option<GroupMode> = args.get_opt("mode")?;
+    let backend: BackendKind = match args.raw("backend") {
+        Some(value) => value.parse().map_err(|_| args.bad("backend", value))?,
+        None => BackendKind::default_cpu().expect("at least one backend is compiled"),
+    };
+    let pictures: Option<PathBuf> = args.get_opt("out")?;
+    let job = EvalJob { run, data, mode, batch: args.get("batch")?, pictures };
+    evaluate_run(backend, args.get("device")?, job).map_err(CliError::Run)
+}
+
+fn run() -> Result<(), CliError> {
+    let args = spec().parse(std::env::args().skip(1))?;
+    let report = if args.given("embeddings") {
+        from_embeddings(&args)?
+    } else if args.given("model") {
+        from_model(&args)?
+    } else {
+        return Err(CliError::Missing {
+            key: "model".into(),
+            accepts: "model=RUN_DIR, or embeddings=E.npy with pairs= or labels=".into(),
+        });
+    };
+    print!("{}", report.plain.markdown());
+    if let Some(ga) = &report.group_aware {
+        println!("\ngroup-aware similarity:");
+        print!("{}", ga.markdown());
+    }
+    if let Some(groups) = &report.groups {
+        println!(
+            "\ngroups: largest share {:.3}, entropy {:.2} bits, NMI with hidden attributes {:?}",
+            groups.largest_share, groups.entropy_bits, groups.nmi
+        );
+    }
+    if let Some(out) = args.get_opt::<PathBuf>("out")? {
+        std::fs::create_dir_all(&out)
+            .map_err(|e| CliError::Run(format!("cannot create {}: {e}", out.display())))?;
+        report.write(&out).map_err(CliError::Run)?;
+        println!("report: {}", out.join("report.json").display());
+    }
+    Ok(())
+}
+
+fn main() {
+    match run() {
+        Ok(()) => {}
+        Err(CliError::Help(text)) => print!("{text}"),
+        Err(CliError::Run(message)) => {
+            eprintln!("error: {message}");
+            std::process::exit(1);
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            std::process::exit(2);
+        }
+    }
+}

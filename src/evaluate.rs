@@ -1,0 +1,775 @@
+//! Evaluation of a trained model on held-out synthetic identities: the verification protocol,
+//! TAR@FAR over all pairs, both with plain and with group-aware similarity, and what the
+//! groups learned (their shares and their agreement with the generator's hidden attributes).
+//!
+//! Held-out identities are the generator's identities `identities..identities + n` of the same
+//! seed: never trained on, drawn from the same distribution (look-alikes included).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::analysis::groups as group_stats;
+use crate::data::rng::{hash3, SplitMix64};
+use crate::data::synth::{SynthConfig, SynthFaces, ATTRIBUTE_NAMES};
+use crate::embed::{embed_pixels, Embeddings, HostMatrix};
+use crate::error::ConfigError;
+use crate::eval::report::Report;
+use crate::eval::roc::Roc;
+use crate::eval::verification;
+use crate::model::{GroupFace, GroupMode};
+use crate::similarity::GroupAwareParams;
+
+/// The held-out evaluation of a training run.
+#[derive(Config, Debug, PartialEq)]
+pub struct SynthEvalConfig {
+    /// Held-out identities (after the trained ones).
+    #[config(default = 100)]
+    pub identities: usize,
+    /// Images per held-out identity.
+    #[config(default = 5)]
+    pub images_per_identity: usize,
+    /// Pairs of the 10-fold verification protocol (half positive), like LFW's 6000.
+    #[config(default = 3000)]
+    pub pairs: usize,
+    /// Seed of the pair draw.
+    #[config(default = 0)]
+    pub seed: u64,
+    /// Evaluate hard inference of a soft-trained model instead of its own mode.
+    #[config(default = "None")]
+    pub mode: Option<GroupMode>,
+    /// Distractor identities (one image each, after the held-out ones) of the rank-1
+    /// identification protocol; its gallery is the first image of each held-out identity and
+    /// its probes the others.
+    #[config(default = 200)]
+    pub distractors: usize,
+}
+
+impl SynthEvalConfig {
+    /// Checks every field, naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.identities < 2 {
+            return Err(ConfigError::new(
+                "eval.identities",
+                "at least 2 held-out identities",
+                self.identities.to_string(),
+            ));
+        }
+        if self.images_per_identity < 2 {
+            return Err(ConfigError::new(
+                "eval.images_per_identity",
+                "at least 2 (positive pairs need two images)",
+                self.images_per_identity.to_string(),
+            ));
+        }
+        if self.pairs < 20 || self.pairs % 20 != 0 {
+            return Err(ConfigError::new(
+                "eval.pairs",
+                "a positive multiple of 20 (10 folds, half positive)",
+                self.pairs.to_string(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Group usage on the held-out images and agreement with the hidden attributes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupReport {
+    /// Share of images whose most probable group is k, for every k (the paper's Fig. 5).
+    pub shares: Vec<f64>,
+    /// The largest share (1/K when uniform, 1 at collapse).
+    pub largest_share: f64,
+    /// Entropy of the group histogram in bits (log2 K when uniform).
+    pub entropy_bits: f64,
+    /// Normalised mutual information between the group and each hidden attribute.
+    pub nmi: BTreeMap<String, AttributeNmi>,
+}
+
+/// NMI of the group assignment with one hidden attribute, and what groups of the same sizes
+/// but unrelated to the attribute score (NMI grows with K even for random groups).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AttributeNmi {
+    /// Normalised mutual information (arithmetic-mean normaliser, as scikit-learn's default).
+    pub nmi: f64,
+    /// Mean NMI of shuffled assignments.
+    pub chance_nmi: f64,
+}
+
+/// Everything the held-out evaluation measured; `report.json` of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    /// Plain (cosine) similarity.
+    #[serde(flatten)]
+    pub plain: Report,
+    /// Group-aware similarity (SPEC section 3); absent for the baseline.
+    pub group_aware: Option<Report>,
+    /// What the groups learned; absent for the baseline.
+    pub groups: Option<GroupReport>,
+}
+
+impl RunReport {
+    /// Writes `report.json` (and the plain report's CSV, Markdown and ROC plot) into `dir`.
+    pub fn write(&self, dir: &Path) -> Result<(), String> {
+        self.plain.write_all(dir).map_err(|e| e.to_string())?;
+        // The plain writer's report.json lacks the group parts: replace it with the full one.
+        let json = serde_json::to_string_pretty(self).map_err(|e| e.to_string())?;
+        crate::train::write_atomically(&dir.join("report.json"), json.as_bytes())
+    }
+
+    /// Reads a `report.json`.
+    pub fn read(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        serde_json::from_str(&text)
+            .map_err(|e| format!("{}: not a run report: {e}", path.display()))
+    }
+}
+
+/// Rank-1 identification on held-out identities: gallery = image 0 of each, probes = the
+/// rest, against a growing number of distractors (one image each of further identities).
+fn synthetic_rank1<B: Backend>(
+    model: &GroupFace<B>,
+    faces: &SynthFaces,
+    data: &SynthConfig,
+    config: &SynthEvalConfig,
+    embeddings: &Embeddings,
+    batch: usize,
+    device: &B::Device,
+) -> Result<crate::eval::identification::Rank1Result, String> {
+    use crate::eval::identification::rank1;
+    use crate::eval::Matrix;
+    let per = config.images_per_identity;
+    let normalized = embeddings.embedding.normalized();
+    let cols = normalized.cols;
+    let (mut gallery, mut probes, mut gallery_labels, mut probe_labels) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for i in 0..normalized.rows {
+        let (id, index) = (i / per, i % per);
+        if index == 0 {
+            gallery.extend_from_slice(normalized.row(i));
+            gallery_labels.push(id);
+        } else {
+            probes.extend_from_slice(normalized.row(i));
+            probe_labels.push(id);
+        }
+    }
+    let first = data.identities + config.identities;
+    let images: Vec<Vec<u8>> = (0..config.distractors)
+        .map(|d| faces.image(first + d, data.images_per_identity).into_raw())
+        .collect();
+    let distractors = embed_pixels(
+        model,
+        images.iter().map(|v| v.as_slice()),
+        data.side as usize,
+        batch,
+        config.mode,
+        device,
+    )
+    .embedding
+    .normalized();
+    let matrix = |rows: usize, values: Vec<f32>| Matrix::new(rows, cols, values);
+    let result = rank1(
+        &matrix(probe_labels.len(), probes).map_err(|e| e.to_string())?,
+        &probe_labels,
+        &matrix(gallery_labels.len(), gallery).map_err(|e| e.to_string())?,
+        &gallery_labels,
+        &matrix(distractors.rows, distractors.data).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(result)
+}
+
+/// 10-fold verification pairs over `identities × images` held-out images, in LFW's layout:
+/// each fold holds `pairs / 20` positive pairs, then as many negative pairs. Returns
+/// `(row_a, row_b, same)` with rows indexing the identity-major image list.
+pub fn verification_pairs(
+    identities: usize,
+    images: usize,
+    pairs: usize,
+    seed: u64,
+) -> Vec<(usize, usize, bool)> {
+    let mut rng = SplitMix64::new(hash3(seed, 0x7A1E5, (identities * images) as u64));
+    let per_fold = pairs / 20;
+    let mut out = Vec::with_capacity(pairs);
+    for _fold in 0..10 {
+        for _ in 0..per_fold {
+            let id = rng.below(identities);
+            let a = rng.below(images);
+            let mut b = rng.below(images - 1);
+            if b >= a {
+                b += 1;
+            }
+            out.push((id * images + a, id * images + b, true));
+        }
+        for _ in 0..per_fold {
+            let id_a = rng.below(identities);
+            let mut id_b = rng.below(identities - 1);
+            if id_b >= id_a {
+                id_b += 1;
+            }
+            out.push((id_a * images + rng.below(images), id_b * images + rng.below(images), false));
+        }
+    }
+    out
+}
+
+/// Scores of every pair `i < j` of `rows` images, row-major over the upper triangle, with
+/// `same[i] == same[j]` marking the positives. Computed in blocks of rows on the backend.
+fn all_pair_scores<B: Backend>(
+    embeddings: &Embeddings,
+    group_aware: Option<GroupAwareParams>,
+    device: &B::Device,
+) -> Vec<f32> {
+    let n = embeddings.rows();
+    let normalized = embeddings.embedding.normalized();
+    let all = normalized.to_tensor::<B>(device);
+    let features = embeddings.feature.as_ref().map(|f| f.to_tensor::<B>(device));
+    let mut scores = Vec::with_capacity(n * (n.saturating_sub(1)) / 2);
+    let block = 256;
+    let mut start = 0;
+    while start < n {
+        let end = (start + block).min(n);
+        let rows = all.clone().slice(start..end);
+        let block_scores = match (group_aware, &features) {
+            (Some(params), Some(features)) => crate::similarity::group_aware_matrix(
+                rows,
+                features.clone().slice(start..end),
+                all.clone(),
+                features.clone(),
+                params,
+            ),
+            _ => rows.matmul(all.clone().transpose()),
+        };
+        let values = block_scores.into_data().convert::<f32>();
+        let values = values.as_slice::<f32>().expect("f32 scores");
+        for i in start..end {
+            let row = &values[(i - start) * n..(i - start + 1) * n];
+            scores.extend_from_slice(&row[i + 1..]);
+        }
+        start = end;
+    }
+    scores
+}
+
+/// Scores of listed pairs, on the host (the protocol's few thousand pairs).
+fn pair_scores(
+    embeddings: &Embeddings,
+    pairs: &[(usize, usize, bool)],
+    group_aware: Option<GroupAwareParams>,
+) -> Vec<f64> {
+    let normalized = embeddings.embedding.normalized();
+    pairs
+        .iter()
+        .map(|&(a, b, _)| {
+            let cos: f64 = normalized
+                .row(a)
+                .iter()
+                .zip(normalized.row(b))
+                .map(|(x, y)| *x as f64 * *y as f64)
+                .sum();
+            match (group_aware, &embeddings.feature) {
+                (Some(p), Some(f)) => {
+                    let d: f64 = f
+                        .row(a)
+                        .iter()
+                        .zip(f.row(b))
+                        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+                        .sum::<f64>()
+                        .sqrt();
+                    cos - p.beta * d.powf(p.gamma)
+                }
+                _ => cos,
+            }
+        })
+        .collect()
+}
+
+/// The report of one similarity: the 10-fold protocol on `pairs` and TAR@FAR over all pairs.
+fn similarity_report<B: Backend>(
+    embeddings: &Embeddings,
+    labels: &[usize],
+    pairs: &[(usize, usize, bool)],
+    group_aware: Option<GroupAwareParams>,
+    settings: BTreeMap<String, String>,
+    device: &B::Device,
+) -> Result<Report, String> {
+    let issame: Vec<bool> = pairs.iter().map(|p| p.2).collect();
+    let verification = match group_aware {
+        // insightface's protocol thresholds the squared L2 distance of unit vectors, which is
+        // 2 − 2·cos; the group-aware score takes cos's place in the same identity.
+        Some(_) => {
+            let distances: Vec<f64> = pair_scores(embeddings, pairs, group_aware)
+                .into_iter()
+                .map(|s| 2.0 - 2.0 * s)
+                .collect();
+            verification::evaluate_distances(&distances, &issame)
+        }
+        // The raw flip-sum: the protocol normalises in f64, as insightface's numpy code does.
+        None => {
+            let raw = &embeddings.embedding;
+            let take = |pick: fn(&(usize, usize, bool)) -> usize| {
+                let mut m = HostMatrix::empty(raw.cols);
+                for p in pairs {
+                    m.data.extend_from_slice(raw.row(pick(p)));
+                    m.rows += 1;
+                }
+                m
+            };
+            let a = take(|p| p.0);
+            let b = take(|p| p.1);
+            verification::evaluate_embeddings(&a.data, &b.data, a.cols, &issame)
+        }
+    }
+    .map_err(|e| e.to_string())?;
+    let scores = all_pair_scores::<B>(embeddings, group_aware, device);
+    let n = labels.len();
+    let mut positive = Vec::with_capacity(scores.len());
+    for i in 0..n {
+        for j in i + 1..n {
+            positive.push(labels[i] == labels[j]);
+        }
+    }
+    let roc = Roc::from_scores(&scores, &positive).map_err(|e| e.to_string())?;
+    Ok(Report::new(verification, &roc, None, settings))
+}
+
+/// Evaluates `model` on held-out identities of the generator `data`.
+///
+/// Embeddings are `f(img) + f(flip(img))`; the verification protocol is insightface's on
+/// `config.pairs` pairs; TAR@FAR runs over every pair of held-out images.
+///
+/// With `pictures`, GroupFace models also get the group analysis pictures written there:
+/// `group_shares.svg` (Fig. 5), `group_samples.png` (Fig. 6: a row of the most confident
+/// held-out faces per group) and `projection.svg` (Fig. 4: PCA of the embeddings of ten
+/// identities, coloured by identity, marked by group).
+pub fn evaluate_synthetic<B: Backend>(
+    model: &GroupFace<B>,
+    data: &SynthConfig,
+    config: &SynthEvalConfig,
+    batch: usize,
+    device: &B::Device,
+    pictures: Option<&Path>,
+) -> Result<RunReport, String> {
+    config.validate().map_err(|e| e.to_string())?;
+    let faces = SynthFaces::new(data.clone()).map_err(|e| e.to_string())?;
+    let first = data.identities;
+    let per = config.images_per_identity;
+    let side = data.side as usize;
+    let mut images = Vec::with_capacity(config.identities * per);
+    let mut labels = Vec::with_capacity(config.identities * per);
+    for id in 0..config.identities {
+        for index in 0..per {
+            // Image indices past the training ones, so no held-out image repeats a trained one.
+            images.push(faces.image(first + id, data.images_per_identity + index).into_raw());
+            labels.push(id);
+        }
+    }
+    let embeddings =
+        embed_pixels(model, images.iter().map(|v| v.as_slice()), side, batch, config.mode, device);
+    let pairs = verification_pairs(config.identities, per, config.pairs, config.seed);
+    let rank1 = synthetic_rank1(model, &faces, data, config, &embeddings, batch, device)?;
+    let mut settings = BTreeMap::new();
+    settings.insert("protocol".into(), "synthetic held-out identities".into());
+    settings.insert("identities".into(), config.identities.to_string());
+    settings.insert("images_per_identity".into(), per.to_string());
+    settings.insert("first_identity".into(), first.to_string());
+    settings.insert("similarity".into(), "plain".into());
+    let mut plain =
+        similarity_report::<B>(&embeddings, &labels, &pairs, None, settings.clone(), device)?;
+    plain.rank1 = Some(rank1.accuracy());
+    plain.rank1_curve = rank1.curve.clone();
+    let (group_aware, groups) = match &embeddings.feature {
+        None => (None, None),
+        Some(_) => {
+            settings.insert("similarity".into(), "group-aware".into());
+            let report = similarity_report::<B>(
+                &embeddings,
+                &labels,
+                &pairs,
+                Some(GroupAwareParams::default()),
+                settings,
+                device,
+            )?;
+            let assignment = embeddings.groups();
+            let k = model.groups();
+            let usage = group_stats::GroupUsage::from_assignments(&assignment, k)
+                .map_err(|e| e.to_string())?;
+            let attributes: Vec<[u8; crate::data::synth::NUM_ATTRIBUTES]> =
+                labels.iter().map(|&id| faces.attributes(first + id)).collect();
+            let agreement =
+                group_stats::attribute_agreement(&assignment, &attributes, &ATTRIBUTE_NAMES)
+                    .map_err(|e| e.to_string())?;
+            let nmi = agreement
+                .iter()
+                .map(|a| {
+                    (a.attribute.clone(), AttributeNmi { nmi: a.nmi, chance_nmi: a.chance_nmi })
+                })
+                .collect();
+            if let Some(dir) = pictures {
+                write_group_pictures(dir, &embeddings, &images, &labels, &usage.shares, side)?;
+            }
+            let shares = usage.shares.clone();
+            let largest_share = shares.iter().cloned().fold(0.0, f64::max);
+            let entropy_bits = usage.entropy / std::f64::consts::LN_2;
+            (Some(report), Some(GroupReport { shares, largest_share, entropy_bits, nmi }))
+        }
+    };
+    Ok(RunReport { plain, group_aware, groups })
+}
+
+/// Writes the paper's Fig. 4, 5 and 6 for held-out images (see [`evaluate_synthetic`]).
+fn write_group_pictures(
+    dir: &Path,
+    embeddings: &Embeddings,
+    images: &[Vec<u8>],
+    labels: &[usize],
+    shares: &[f64],
+    side: usize,
+) -> Result<(), String> {
+    use crate::analysis::{groups as g, FeatureMatrix};
+    use crate::plot::{Axis, LinePlot, Series};
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let assignment = embeddings.groups();
+    let k = shares.len();
+
+    let mut plot = LinePlot::new(
+        "Share of held-out images per group (most probable group)",
+        Axis::linear("group"),
+        Axis::linear("share of images"),
+    );
+    plot.add(Series::new(
+        "share",
+        shares.iter().enumerate().map(|(i, &v)| (i as f64, v)).collect(),
+    ));
+    plot.add(Series::new(
+        "uniform 1/K",
+        vec![(0.0, 1.0 / k as f64), ((k - 1) as f64, 1.0 / k as f64)],
+    ));
+    crate::train::write_atomically(&dir.join("group_shares.svg"), plot.to_svg().as_bytes())?;
+
+    let confidence: Vec<f32> = match &embeddings.probs {
+        Some(p) => (0..p.rows).map(|i| p.row(i)[assignment[i]]).collect(),
+        None => return Ok(()),
+    };
+    let picked =
+        g::samples_per_group(&assignment, k, 8, Some(&confidence)).map_err(|e| e.to_string())?;
+    let rows: Vec<Vec<image::RgbImage>> = picked
+        .iter()
+        .map(|row| {
+            row.iter()
+                .filter_map(|&i| {
+                    image::RgbImage::from_raw(side as u32, side as u32, images[i].clone())
+                })
+                .collect()
+        })
+        .collect();
+    if rows.iter().any(|r| !r.is_empty()) {
+        let grid = g::image_grid(&rows, 8).map_err(|e| e.to_string())?;
+        let tmp = dir.join("group_samples.tmp.png");
+        g::write_png(&grid, &tmp).map_err(|e| e.to_string())?;
+        std::fs::rename(&tmp, dir.join("group_samples.png")).map_err(|e| {
+            format!("cannot write {}: {e}", dir.join("group_samples.png").display())
+        })?;
+    }
+
+    let chosen: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] < 10).collect();
+    let normalized = embeddings.embedding.normalized();
+    let rows: Vec<&[f32]> = chosen.iter().map(|&i| normalized.row(i)).collect();
+    let features = FeatureMatrix::from_rows(&rows).map_err(|e| e.to_string())?;
+    let projection = g::pca_2d(&features).map_err(|e| e.to_string())?;
+    let svg = g::scatter_svg(
+        &projection.points,
+        &chosen.iter().map(|&i| labels[i]).collect::<Vec<_>>(),
+        &chosen.iter().map(|&i| assignment[i]).collect::<Vec<_>>(),
+        "Embeddings of 10 held-out identities (PCA; colour = identity, marker = group)",
+    )
+    .map_err(|e| e.to_string())?;
+    crate::train::write_atomically(&dir.join("projection.svg"), svg.as_bytes())
+}
+
+/// What `eval model=RUN_DIR` evaluates on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EvalData {
+    /// The run's held-out synthetic identities (its `eval` settings).
+    Synthetic,
+    /// An image folder (one subfolder per identity). Pairs from `pairs` (rows index the
+    /// folder's images in sorted path order), else every pair.
+    Folder {
+        /// The folder.
+        root: PathBuf,
+        /// A pairs file, `row_a row_b 1|0` per line.
+        pairs: Option<PathBuf>,
+    },
+    /// An insightface verification `.bin` (pair i = images 2i and 2i+1).
+    Bin(PathBuf),
+    /// IJB-B or IJB-C 1:1 verification from `<root>/meta` and `<root>/loose_crop`.
+    Ijb {
+        /// The IJB root folder.
+        root: PathBuf,
+        /// Which benchmark.
+        which: crate::analysis::ijb::Ijb,
+    },
+}
+
+/// Evaluation of a finished run directory on one data source.
+#[derive(Debug, Clone)]
+pub struct EvalJob {
+    /// The run directory (`config.json`, `model.mpk`).
+    pub run: PathBuf,
+    /// What to evaluate on.
+    pub data: EvalData,
+    /// Hard inference of a soft-trained model.
+    pub mode: Option<GroupMode>,
+    /// Images per forward pass.
+    pub batch: usize,
+    /// Where the group analysis pictures go (synthetic data only).
+    pub pictures: Option<PathBuf>,
+}
+
+/// The configuration and trained model of a finished run directory.
+pub fn load_run<B: Backend>(
+    dir: &Path,
+    device: &B::Device,
+) -> Result<(crate::train::TrainConfig, GroupFace<B>), String> {
+    let config_path = dir.join("config.json");
+    if !config_path.exists() {
+        return Err(format!("{}: not a run directory (no config.json)", dir.display()));
+    }
+    let config = crate::train::TrainConfig::load(&config_path)
+        .map_err(|e| format!("cannot read {}: {e}", config_path.display()))?;
+    let model_path = dir.join("model.mpk");
+    if !model_path.exists() {
+        return Err(format!(
+            "{}: the run has no model.mpk (unfinished, or trained elsewhere)",
+            dir.display()
+        ));
+    }
+    let model = crate::training::TrainModel::<B>::new(
+        &config.model,
+        &config.criterion,
+        config.labels,
+        config.label_window,
+        device,
+    )
+    .load_file(dir.join("model"), &crate::train::RunRecorder::new(), device)
+    .map_err(|e| format!("cannot load {}: {e}", model_path.display()))?;
+    Ok((config, model.model))
+}
+
+/// A report over listed pairs (folders, `.bin` files, precomputed embeddings): the 10-fold
+/// protocol and the ROC both run over the same pairs.
+pub fn pairs_report(
+    embeddings: &Embeddings,
+    pairs: &[(usize, usize, bool)],
+    group_aware: Option<GroupAwareParams>,
+    settings: BTreeMap<String, String>,
+) -> Result<Report, String> {
+    let scores = pair_scores(embeddings, pairs, group_aware);
+    let issame: Vec<bool> = pairs.iter().map(|p| p.2).collect();
+    let verification = match group_aware {
+        Some(_) => {
+            let distances: Vec<f64> = scores.iter().map(|s| 2.0 - 2.0 * s).collect();
+            verification::evaluate_distances(&distances, &issame)
+        }
+        // The raw flip-sum: the protocol normalises in f64, as insightface's numpy code does.
+        None => {
+            let raw = &embeddings.embedding;
+            let mut a = Vec::with_capacity(pairs.len() * raw.cols);
+            let mut b = Vec::with_capacity(pairs.len() * raw.cols);
+            for p in pairs {
+                a.extend_from_slice(raw.row(p.0));
+                b.extend_from_slice(raw.row(p.1));
+            }
+            verification::evaluate_embeddings(&a, &b, raw.cols, &issame)
+        }
+    }
+    .map_err(|e| e.to_string())?;
+    let scores: Vec<f32> = scores.iter().map(|&s| s as f32).collect();
+    let roc = Roc::from_scores(&scores, &issame).map_err(|e| e.to_string())?;
+    Ok(Report::new(verification, &roc, None, settings))
+}
+
+impl crate::backend::BackendJob for EvalJob {
+    type Output = Result<RunReport, String>;
+
+    fn run<B: burn::tensor::backend::AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        // Inference runs on the inner backend so BatchNorm uses its running statistics.
+        let (config, model) = load_run::<B::InnerBackend>(&self.run, &device)?;
+        let side = config.model.backbone.input_side;
+        let (embeddings, pairs, source) = match &self.data {
+            EvalData::Synthetic => {
+                let eval = SynthEvalConfig { mode: self.mode, ..config.eval.clone() };
+                return evaluate_synthetic(
+                    &model,
+                    &config.data,
+                    &eval,
+                    self.batch,
+                    &device,
+                    self.pictures.as_deref(),
+                );
+            }
+            EvalData::Folder { root, pairs } => {
+                let folder =
+                    crate::data::folder::ImageFolder::open(root).map_err(|e| e.to_string())?;
+                let mut images = Vec::with_capacity(folder.len());
+                for i in 0..folder.len() {
+                    let (image, _) = folder.load(i, side as u32).map_err(|e| e.to_string())?;
+                    images.push(image.into_raw());
+                }
+                let embeddings = embed_pixels(
+                    &model,
+                    images.iter().map(|v| v.as_slice()),
+                    side,
+                    self.batch,
+                    self.mode,
+                    &device,
+                );
+                let list = match pairs {
+                    Some(file) => crate::eval::pairs::read_pairs(file, folder.len())
+                        .map_err(|e| e.to_string())?,
+                    None => {
+                        let labels: Vec<usize> =
+                            folder.items().iter().map(|(_, label)| *label).collect();
+                        crate::eval::pairs::all_pairs(&labels)
+                    }
+                };
+                (embeddings, list, root.display().to_string())
+            }
+            EvalData::Ijb { root, which } => {
+                return evaluate_ijb(&model, root, *which, side, self.batch, self.mode, &device);
+            }
+            EvalData::Bin(path) => {
+                let set = crate::data::verification_bin::VerificationSet::read(path)
+                    .map_err(|e| e.to_string())?;
+                let mut images = Vec::with_capacity(2 * set.len());
+                for i in 0..2 * set.len() {
+                    let image = set.decode(i, Some(side as u32)).map_err(|e| e.to_string())?;
+                    images.push(image.into_raw());
+                }
+                let embeddings = embed_pixels(
+                    &model,
+                    images.iter().map(|v| v.as_slice()),
+                    side,
+                    self.batch,
+                    self.mode,
+                    &device,
+                );
+                let list = (0..set.len())
+                    .map(|i| (2 * i, 2 * i + 1, set.pair(i).map(|p| p.2).unwrap_or(false)))
+                    .collect();
+                (embeddings, list, path.display().to_string())
+            }
+        };
+        let mut settings = BTreeMap::new();
+        settings.insert("protocol".into(), "listed pairs".into());
+        settings.insert("data".into(), source);
+        settings.insert("similarity".into(), "plain".into());
+        let plain = pairs_report(&embeddings, &pairs, None, settings.clone())?;
+        let group_aware = match embeddings.feature {
+            Some(_) => {
+                settings.insert("similarity".into(), "group-aware".into());
+                Some(pairs_report(
+                    &embeddings,
+                    &pairs,
+                    Some(GroupAwareParams::default()),
+                    settings,
+                )?)
+            }
+            None => None,
+        };
+        Ok(RunReport { plain, group_aware, groups: None })
+    }
+}
+
+/// IJB-B / IJB-C 1:1 (insightface's `eval_ijbc.py` defaults): every image aligned by its five
+/// landmarks, `f(img) + f(flip(img))` weighted by the detector score, averaged per media,
+/// summed per template, normalised; template pairs scored by cosine (and, for GroupFace, by
+/// group-aware similarity on media- then template-averaged v̂). TAR@FAR from the ROC of the
+/// template pairs; the 10-fold protocol over the same pairs is reported alongside.
+pub fn evaluate_ijb<B: Backend>(
+    model: &GroupFace<B>,
+    root: &Path,
+    which: crate::analysis::ijb::Ijb,
+    side: usize,
+    batch: usize,
+    mode: Option<GroupMode>,
+    device: &B::Device,
+) -> Result<RunReport, String> {
+    use crate::analysis::ijb::{group_aware_template_scores, template_scores, IjbMeta};
+    use crate::analysis::FeatureMatrix;
+    let meta = IjbMeta::load(root, which).map_err(|e| e.to_string())?;
+    // Aligned crops are made a chunk at a time so memory stays bounded on IJB-C's 470k images.
+    let chunk = (batch * 16).max(1);
+    let mut features: Option<FeatureMatrix> = None;
+    let mut gdn: Option<FeatureMatrix> = None;
+    let mut start = 0;
+    while start < meta.len() {
+        let end = (start + chunk).min(meta.len());
+        let crops = meta.aligned_range(start..end, side as u32).map_err(|e| e.to_string())?;
+        let e = embed_pixels(
+            model,
+            crops.iter().map(|c| c.as_raw().as_slice()),
+            side,
+            batch,
+            mode,
+            device,
+        );
+        let append = |target: &mut Option<FeatureMatrix>, m: &HostMatrix| -> Result<(), String> {
+            match target {
+                Some(t) => t.extend_flat(&m.data).map_err(|e| e.to_string()),
+                None => {
+                    *target = Some(
+                        FeatureMatrix::from_flat(m.data.clone(), m.cols)
+                            .map_err(|e| e.to_string())?,
+                    );
+                    Ok(())
+                }
+            }
+        };
+        append(&mut features, &e.embedding)?;
+        if let Some(f) = &e.feature {
+            append(&mut gdn, f)?;
+        }
+        start = end;
+    }
+    let features = features.ok_or_else(|| format!("{}: no image listed", root.display()))?;
+    let labels = meta.labels();
+    let mut settings = BTreeMap::new();
+    settings.insert("protocol".into(), format!("{which} 1:1"));
+    settings.insert("data".into(), root.display().to_string());
+    settings.insert("similarity".into(), "plain".into());
+    let report_of =
+        |scores: Vec<f32>, settings: BTreeMap<String, String>| -> Result<Report, String> {
+            let distances: Vec<f64> = scores.iter().map(|&s| 2.0 - 2.0 * s as f64).collect();
+            let verification =
+                verification::evaluate_distances(&distances, &labels).map_err(|e| e.to_string())?;
+            let roc = Roc::from_scores(&scores, &labels).map_err(|e| e.to_string())?;
+            Ok(Report::new(verification, &roc, None, settings))
+        };
+    let scores = template_scores(&meta, &features, true).map_err(|e| e.to_string())?;
+    let plain = report_of(scores, settings.clone())?;
+    let group_aware = match &gdn {
+        Some(gdn) => {
+            let params = GroupAwareParams::default();
+            let scores =
+                group_aware_template_scores(&meta, &features, gdn, true, params.beta, params.gamma)
+                    .map_err(|e| e.to_string())?;
+            settings.insert("similarity".into(), "group-aware".into());
+            Some(report_of(scores, settings)?)
+        }
+        None => None,
+    };
+    Ok(RunReport { plain, group_aware, groups: None })
+}
+
+/// Runs an [`EvalJob`] on backend `kind`; not generic, so binaries share one compiled copy.
+pub fn evaluate_run(
+    kind: crate::backend::BackendKind,
+    index: usize,
+    job: EvalJob,
+) -> Result<RunReport, String> {
+    crate::backend::run(kind, index, job)?
+}

@@ -1,0 +1,241 @@
+//! The whole pipeline at toy scale on the CPU: the Learner trains, the run directory holds
+//! what it promises, evaluation of the saved model reproduces the run's report, and the
+//! ablation runner skips finished runs.
+
+use std::path::PathBuf;
+
+use groupface::ablation::{parse_groups, run_grid, write_outputs, Grid, Preset};
+use groupface::backend::BackendKind;
+use groupface::data::synth::SynthConfig;
+use groupface::evaluate::{evaluate_run, EvalData, EvalJob, SynthEvalConfig};
+use groupface::labels::LabelMethod;
+use groupface::loss::{CriterionConfig, MarginSoftmaxConfig};
+use groupface::model::{Combine, GroupFaceConfig, GroupMode};
+use groupface::schedule::ScheduleKind;
+use groupface::similarity::SimilarityKind;
+use groupface::train::{train, TrainConfig, TrainRun};
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("groupface-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn backend() -> BackendKind {
+    BackendKind::default_cpu().expect("a CPU backend is compiled")
+}
+
+/// Held-out set of 4 identities x 3 images: C(12, 2) = 66 pairs, 4·C(3, 2) = 12 positive.
+fn small_eval() -> SynthEvalConfig {
+    SynthEvalConfig::new().with_identities(4).with_images_per_identity(3).with_pairs(20)
+}
+
+fn tiny_config(groups: usize) -> TrainConfig {
+    let model = GroupFaceConfig::tiny(groups);
+    let data =
+        SynthConfig { identities: 8, images_per_identity: 6, side: 32, ..SynthConfig::default() };
+    let criterion = CriterionConfig::new(MarginSoftmaxConfig::new(8, model.output_width()));
+    TrainConfig::new(model, criterion, data)
+        .with_epochs(2)
+        .with_batch(16)
+        .with_schedule(ScheduleKind::Linear)
+        .with_warmup(0.5)
+        .with_eval(small_eval())
+}
+
+#[test]
+fn train_writes_the_run_and_eval_reproduces_its_report() {
+    let dir = temp_dir("pipeline-train");
+    let run = TrainRun { config: tiny_config(4), out: dir.clone(), quiet: true };
+    let outcome = train(backend(), 0, run).expect("training runs");
+    for file in [
+        "config.json",
+        "model.mpk",
+        "report.json",
+        "metrics.csv",
+        "group_shares.svg",
+        "group_samples.png",
+        "projection.svg",
+    ] {
+        assert!(dir.join(file).exists(), "{file} missing from the run directory");
+    }
+    let report = &outcome.report;
+    assert_eq!((report.plain.positives, report.plain.negatives), (12, 54));
+    assert!((0.0..=1.0).contains(&report.plain.verification.accuracy));
+    let groups = report.groups.as_ref().expect("GroupFace reports its groups");
+    assert_eq!(groups.shares.len(), 4);
+    assert!((groups.shares.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+    assert!(report.group_aware.is_some());
+
+    // metrics.csv: a header, then 2 epochs x (train, valid).
+    let csv = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 5, "{csv}");
+    assert!(lines[0].starts_with("epoch,split,loss,accuracy"));
+    // Linear warm-up over half an epoch, then decay: the epoch means of the rate are finite
+    // and positive, and the second epoch's is lower.
+    let lr_column = lines[0].split(',').position(|c| c == "learning_rate").unwrap();
+    let lr = |line: &str| line.split(',').nth(lr_column).unwrap().parse::<f64>().unwrap();
+    assert!(lr(lines[2]) < lr(lines[1]) && lr(lines[2]) > 0.0, "{csv}");
+
+    // The saved model, evaluated again, gives the same report.
+    let job = EvalJob {
+        run: dir.clone(),
+        data: EvalData::Synthetic,
+        mode: None,
+        batch: 16,
+        pictures: None,
+    };
+    let again = evaluate_run(backend(), 0, job).expect("evaluation runs");
+    assert_eq!(again.plain.verification.accuracy, report.plain.verification.accuracy);
+    assert_eq!(again.plain.tar_at_far, report.plain.tar_at_far);
+
+    // Rank-1 identification on the held-out identities: 8 probes (4 ids x 2 non-gallery
+    // images), 200 distractors by default, so the curve ends at 200.
+    let curve = &report.plain.rank1_curve;
+    assert_eq!(curve.last().map(|p| p.distractors), Some(200));
+    assert!(report.plain.rank1.is_some_and(|r| (0.0..=1.0).contains(&r)));
+
+    // IJB-C 1:1 on a small IJB-shaped tree: 3 subjects x 2 templates, every template pair
+    // listed: C(6, 2) = 15 pairs, 3 genuine.
+    use groupface::analysis::ijb::{write_fake_ijb, FakeIjbSpec, Ijb};
+    let ijb = dir.join("ijb");
+    write_fake_ijb(&ijb, &FakeIjbSpec::uniform(Ijb::C, 3, 2, 2, 2)).unwrap();
+    let job = EvalJob {
+        run: dir.clone(),
+        data: EvalData::Ijb { root: ijb.clone(), which: Ijb::C },
+        mode: None,
+        batch: 16,
+        pictures: None,
+    };
+    let ijb_report = evaluate_run(backend(), 0, job).expect("IJB evaluation runs");
+    assert_eq!((ijb_report.plain.positives, ijb_report.plain.negatives), (3, 12));
+    assert!(ijb_report.group_aware.is_some());
+    // A missing meta file names the file.
+    std::fs::remove_dir_all(ijb.join("meta")).unwrap();
+    let job = EvalJob {
+        run: dir.clone(),
+        data: EvalData::Ijb { root: ijb.clone(), which: Ijb::C },
+        mode: None,
+        batch: 16,
+        pictures: None,
+    };
+    let err = evaluate_run(backend(), 0, job).unwrap_err();
+    assert!(err.contains("ijbc_"), "{err}");
+
+    // A model directory without a model is a clear error.
+    std::fs::remove_file(dir.join("model.mpk")).unwrap();
+    let job = EvalJob {
+        run: dir.clone(),
+        data: EvalData::Synthetic,
+        mode: None,
+        batch: 16,
+        pictures: None,
+    };
+    let err = evaluate_run(backend(), 0, job).unwrap_err();
+    assert!(err.contains("model.mpk"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn concurrent_runs_of_one_seed_agree() {
+    // Two runs at once share the backend's global generator; each must still draw its weights
+    // from its own seed alone, or an ablation's parallel jobs would not be reproducible.
+    let dir = temp_dir("pipeline-concurrent");
+    let outcomes: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..2)
+            .map(|i| {
+                let out = dir.join(format!("run{i}"));
+                scope.spawn(move || {
+                    train(backend(), 0, TrainRun { config: tiny_config(4), out, quiet: true })
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap().unwrap()).collect()
+    });
+    assert_eq!(outcomes[0].report, outcomes[1].report);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn two_stage_recipe_starts_from_the_baseline_trunk() {
+    let dir = temp_dir("pipeline-init");
+    let baseline = dir.join("baseline");
+    train(backend(), 0, TrainRun { config: tiny_config(0), out: baseline.clone(), quiet: true })
+        .expect("baseline trains");
+    let config = tiny_config(4).with_init(Some(baseline.display().to_string())).with_epochs(1);
+    let outcome = train(backend(), 0, TrainRun { config, out: dir.join("gf"), quiet: true })
+        .expect("GroupFace trains from the baseline");
+    assert!(outcome.report.groups.is_some());
+
+    // A backbone of another shape is refused, naming both.
+    let mut config = tiny_config(4).with_init(Some(baseline.display().to_string()));
+    config.model.backbone.blocks = vec![2, 1, 1, 1];
+    let err =
+        train(backend(), 0, TrainRun { config, out: dir.join("bad"), quiet: true }).unwrap_err();
+    assert!(err.contains("blocks [1, 1, 1, 1]") && err.contains("blocks [2, 1, 1, 1]"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn ablation_grid_expands_and_skips_finished_runs() {
+    assert_eq!(parse_groups("4..32").unwrap(), vec![4, 8, 16, 32]);
+    assert_eq!(parse_groups("0,4,32").unwrap(), vec![0, 4, 32]);
+    assert!(parse_groups("3..32").is_err());
+    assert!(parse_groups("x").is_err());
+
+    let grid = Grid {
+        preset: Preset::Tiny,
+        backbones: vec!["tiny".into()],
+        groups: vec![2],
+        modes: vec![GroupMode::Soft],
+        combines: vec![Combine::Sum],
+        labels: vec![LabelMethod::SelfDistributed],
+        similarities: vec![SimilarityKind::Plain, SimilarityKind::GroupAware],
+        seeds: 2,
+        epochs: Some(1),
+        identities: Some(8),
+        images_per_identity: Some(5),
+        eval: Some(small_eval()),
+    };
+    let runs = grid.runs();
+    // The baseline is always run: 2 settings x 2 seeds.
+    let ids: Vec<String> = runs.iter().map(|r| r.id()).collect();
+    assert_eq!(
+        ids,
+        [
+            "tiny-baseline-seed0",
+            "tiny-baseline-seed1",
+            "tiny-groups2-soft-sum-self-distributed-seed0",
+            "tiny-groups2-soft-sum-self-distributed-seed1",
+        ]
+    );
+    let out = temp_dir("pipeline-ablation");
+    let results = run_grid(&grid, &out.join("runs"), backend(), 0, 2).expect("grid runs");
+    assert_eq!(results.len(), 4);
+    // The tables may go to a folder that does not exist yet, apart from the runs.
+    let tables = out.join("tables");
+    let summary = write_outputs(&grid, &results, &tables, "test").unwrap();
+    for file in ["runs.csv", "summary.md", "roc.svg", "accuracy_vs_groups.svg"] {
+        assert!(tables.join(file).exists(), "{file} missing");
+    }
+    // runs.csv: header + 2 baseline rows (plain only) + 2 GroupFace rows x 2 similarities.
+    let csv = std::fs::read_to_string(tables.join("runs.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 2 + 4, "{csv}");
+    // summary.md: one row per setting and similarity, the paper's baseline number beside ours.
+    assert!(summary.contains("| 0.3828 |"), "{summary}");
+    assert_eq!(summary.lines().filter(|l| l.starts_with("| tiny")).count(), 3, "{summary}");
+
+    // A second call reads every run back instead of training it again.
+    let mtime = |p: &std::path::Path| std::fs::metadata(p).unwrap().modified().unwrap();
+    let before = mtime(&out.join("runs").join(&ids[0]).join("model.mpk"));
+    let again = run_grid(&grid, &out.join("runs"), backend(), 0, 2).unwrap();
+    assert_eq!(again.len(), 4);
+    assert_eq!(before, mtime(&out.join("runs").join(&ids[0]).join("model.mpk")));
+    assert_eq!(
+        again[3].report.plain.verification.accuracy,
+        results[3].report.plain.verification.accuracy
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
