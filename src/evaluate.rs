@@ -64,7 +64,7 @@ impl SynthEvalConfig {
                 self.images_per_identity.to_string(),
             ));
         }
-        if self.pairs < 20 || self.pairs % 20 != 0 {
+        if self.pairs < 20 || !self.pairs.is_multiple_of(20) {
             return Err(ConfigError::new(
                 "eval.pairs",
                 "a positive multiple of 20 (10 folds, half positive)",
