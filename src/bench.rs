@@ -126,3 +126,99 @@ impl BackendJob for BenchCase {
         }
     }
 }
+
+/// Rank-1 identification against a large distractor set (MegaFace scale), on the backend.
+#[derive(Debug, Clone)]
+pub struct Rank1Bench {
+    /// Distractors in the gallery.
+    pub distractors: usize,
+    /// Probes (and identities: one gallery row each).
+    pub probes: usize,
+    /// Embedding width.
+    pub dim: usize,
+    /// Backend name, for the report.
+    pub backend: String,
+}
+
+/// What [`Rank1Bench`] measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rank1BenchResult {
+    /// Backend.
+    pub backend: String,
+    /// Distractors.
+    pub distractors: usize,
+    /// Probes.
+    pub probes: usize,
+    /// Embedding width.
+    pub dim: usize,
+    /// Seconds scoring the gallery and every distractor block (generation excluded).
+    pub search_seconds: f64,
+    /// Seconds drawing the random distractors on the device.
+    pub generate_seconds: f64,
+    /// Probe-vs-candidate scores per second.
+    pub scores_per_second: f64,
+    /// Peak resident memory of the process (VmHWM), bytes.
+    pub peak_memory_bytes: Option<u64>,
+    /// Rank-1 with no distractors and with every one (probes are their identity's row plus
+    /// noise).
+    pub rank1_curve: Vec<(usize, f64)>,
+}
+
+impl BackendJob for Rank1Bench {
+    type Output = Result<Rank1BenchResult, String>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        use crate::data::rng::SplitMix64;
+        use crate::eval::Matrix;
+        use crate::identify::Rank1Search;
+        type Inner<B> = <B as AutodiffBackend>::InnerBackend;
+        B::seed(&device, 0);
+        let (p, dim) = (self.probes, self.dim);
+        let mut rng = SplitMix64::new(7);
+        let gallery: Vec<f32> = (0..p * dim).map(|_| rng.normal()).collect();
+        // Noise 4x the signal: a probe's cosine with its own identity is about 0.24, near the
+        // largest of 10^6 random cosines at D = 512 (about 5/sqrt(512) = 0.22), so rank-1
+        // falls as distractors grow, as it does on MegaFace.
+        let probes: Vec<f32> = gallery.iter().map(|g| g + 4.0 * rng.normal()).collect();
+        let labels: Vec<usize> = (0..p).collect();
+        let gallery = Matrix::new(p, dim, gallery).map_err(|e| e.to_string())?;
+        let probes = Matrix::new(p, dim, probes).map_err(|e| e.to_string())?;
+        let sync = || Inner::<B>::sync(&device).map_err(|e| format!("{e:?}"));
+        let mut search_seconds = 0.0;
+        let mut generate_seconds = 0.0;
+        let t = Instant::now();
+        let mut search = Rank1Search::<Inner<B>>::new(&probes, &labels, &gallery, &labels, &device)
+            .map_err(|e| e.to_string())?;
+        sync()?;
+        search_seconds += t.elapsed().as_secs_f64();
+        let block = 65_536;
+        let mut added = 0;
+        while added < self.distractors {
+            let n = block.min(self.distractors - added);
+            let t = Instant::now();
+            let rows =
+                Tensor::<Inner<B>, 2>::random([n, dim], Distribution::Normal(0.0, 1.0), &device);
+            sync()?;
+            generate_seconds += t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            search.add_distractors(rows).map_err(|e| e.to_string())?;
+            sync()?;
+            search_seconds += t.elapsed().as_secs_f64();
+            added += n;
+        }
+        let t = Instant::now();
+        let result = search.result().map_err(|e| e.to_string())?;
+        search_seconds += t.elapsed().as_secs_f64();
+        Ok(Rank1BenchResult {
+            backend: self.backend,
+            distractors: self.distractors,
+            probes: p,
+            dim,
+            search_seconds,
+            generate_seconds,
+            scores_per_second: (p * (p + self.distractors)) as f64 / search_seconds,
+            peak_memory_bytes: peak_rss_bytes(),
+            rank1_curve: result.curve.iter().map(|p| (p.distractors, p.accuracy)).collect(),
+        })
+    }
+}

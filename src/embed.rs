@@ -72,6 +72,25 @@ pub struct Embeddings {
 }
 
 impl Embeddings {
+    /// Appends the rows of `more` (embeddings of the next images).
+    pub fn append(&mut self, more: Embeddings) {
+        fn extend(into: &mut HostMatrix, from: HostMatrix) {
+            into.cols = from.cols;
+            into.rows += from.rows;
+            into.data.extend(from.data);
+        }
+        extend(&mut self.embedding, more.embedding);
+        let rows = self.embedding.rows;
+        for (into, from) in [(&mut self.feature, more.feature), (&mut self.probs, more.probs)] {
+            match (into.as_mut(), from) {
+                (Some(into), Some(from)) => extend(into, from),
+                // The first images: nothing to append to yet.
+                (None, Some(from)) if rows == from.rows => *into = Some(from),
+                _ => {}
+            }
+        }
+    }
+
     /// Number of images.
     pub fn rows(&self) -> usize {
         self.embedding.rows

@@ -139,7 +139,6 @@ fn synthetic_rank1<B: Backend>(
     batch: usize,
     device: &B::Device,
 ) -> Result<crate::eval::identification::Rank1Result, String> {
-    use crate::eval::identification::rank1;
     use crate::eval::Matrix;
     let per = config.images_per_identity;
     let normalized = embeddings.embedding.normalized();
@@ -171,12 +170,13 @@ fn synthetic_rank1<B: Backend>(
     .embedding
     .normalized();
     let matrix = |rows: usize, values: Vec<f32>| Matrix::new(rows, cols, values);
-    let result = rank1(
+    let result = crate::identify::rank1_on::<B, _>(
         &matrix(probe_labels.len(), probes).map_err(|e| e.to_string())?,
         &probe_labels,
         &matrix(gallery_labels.len(), gallery).map_err(|e| e.to_string())?,
         &gallery_labels,
         &matrix(distractors.rows, distractors.data).map_err(|e| e.to_string())?,
+        device,
     )
     .map_err(|e| e.to_string())?;
     Ok(result)
@@ -517,8 +517,12 @@ pub enum EvalData {
 /// Evaluation of a finished run directory on one data source.
 #[derive(Debug, Clone)]
 pub struct EvalJob {
-    /// The run directory (`config.json`, `model.mpk`).
+    /// The run directory (`config.json`, `model.mpk`), or with `checkpoint` a PyTorch or
+    /// safetensors checkpoint file.
     pub run: PathBuf,
+    /// The architecture of `run` when it is a checkpoint file (insightface's IResNet state
+    /// dicts carry none), loaded by [`crate::interop::load_into`].
+    pub checkpoint: Option<crate::model::GroupFaceConfig>,
     /// What to evaluate on.
     pub data: EvalData,
     /// Hard inference of a soft-trained model.
@@ -538,8 +542,7 @@ pub fn load_run<B: Backend>(
     if !config_path.exists() {
         return Err(format!("{}: not a run directory (no config.json)", dir.display()));
     }
-    let config = crate::train::TrainConfig::load(&config_path)
-        .map_err(|e| format!("cannot read {}: {e}", config_path.display()))?;
+    let config = crate::train::read_config(&config_path)?;
     let model_path = dir.join("model.mpk");
     if !model_path.exists() {
         return Err(format!(
@@ -557,6 +560,136 @@ pub fn load_run<B: Backend>(
     .load_file(dir.join("model"), &crate::train::RunRecorder::new(), device)
     .map_err(|e| format!("cannot load {}: {e}", model_path.display()))?;
     Ok((config, model.model))
+}
+
+/// A trained run directory, or with `checkpoint` a PyTorch/safetensors checkpoint of that
+/// architecture; returns the run's config (runs only), the architecture and the model.
+/// A checkpoint that leaves any layer untrained is refused: its outputs would mean nothing.
+#[allow(clippy::type_complexity)]
+pub fn load_model<B: Backend>(
+    run: &Path,
+    checkpoint: Option<&crate::model::GroupFaceConfig>,
+    device: &B::Device,
+) -> Result<(Option<crate::train::TrainConfig>, crate::model::GroupFaceConfig, GroupFace<B>), String>
+{
+    match checkpoint {
+        None => {
+            let (config, model) = load_run::<B>(run, device)?;
+            let architecture = config.model.clone();
+            Ok((Some(config), architecture, model))
+        }
+        Some(architecture) => {
+            architecture.validate().map_err(|e| e.to_string())?;
+            let fresh = architecture.init::<B>(device);
+            let (model, report) =
+                crate::interop::load_into(fresh, architecture, run).map_err(|e| e.to_string())?;
+            if !report.fresh.is_empty() {
+                return Err(format!(
+                    "{}: {}; untrained layers give meaningless outputs (for an insightface \
+                     checkpoint use groups=0 and the embedding= of its fc)",
+                    run.display(),
+                    report.describe()
+                ));
+            }
+            Ok((None, architecture.clone(), model))
+        }
+    }
+}
+
+/// `embed`: the embeddings of every image of a folder, for other tools.
+#[derive(Debug, Clone)]
+pub struct EmbedJob {
+    /// A run directory, or with `checkpoint` a checkpoint file.
+    pub run: PathBuf,
+    /// The architecture of a checkpoint file.
+    pub checkpoint: Option<crate::model::GroupFaceConfig>,
+    /// An image folder, one subfolder per identity.
+    pub folder: PathBuf,
+    /// Output folder.
+    pub out: PathBuf,
+    /// Images per forward pass (also how many are decoded at a time).
+    pub batch: usize,
+    /// Hard inference of a soft-trained model.
+    pub mode: Option<GroupMode>,
+}
+
+/// What [`EmbedJob`] wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbedSummary {
+    /// Images embedded (rows of every file).
+    pub images: usize,
+    /// Width of `embeddings.npy`.
+    pub width: usize,
+    /// Files written.
+    pub files: Vec<PathBuf>,
+}
+
+impl crate::backend::BackendJob for EmbedJob {
+    type Output = Result<EmbedSummary, String>;
+
+    /// Writes into `out`:
+    /// - `embeddings.npy`: float32 `[N, D]`, v̄(x) + v̄(flip x), not normalised: the embedding
+    ///   insightface's verification protocol scores (normalise rows for cosine similarity);
+    /// - `features.npy`: float32 `[N, F]`, v̂, the mean over both views (GroupFace only; for
+    ///   group-aware similarity);
+    /// - `probs.npy`: float32 `[N, K]`, p(G|x), the mean over both views (GroupFace only);
+    /// - `labels.txt`: the identity index of each row, so `eval embeddings= labels=` works;
+    /// - `paths.txt`: the image path and identity folder of each row, tab-separated.
+    fn run<B: burn::tensor::backend::AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        use crate::eval::{npy, Matrix};
+        let (_, architecture, model) =
+            load_model::<B::InnerBackend>(&self.run, self.checkpoint.as_ref(), &device)?;
+        let side = architecture.backbone.input_side;
+        let folder =
+            crate::data::folder::ImageFolder::open(&self.folder).map_err(|e| e.to_string())?;
+        let mut all = Embeddings::default();
+        let mut labels = String::new();
+        let mut paths = String::new();
+        let batch = self.batch.max(1);
+        for start in (0..folder.len()).step_by(batch) {
+            let end = (start + batch).min(folder.len());
+            let mut images = Vec::with_capacity(end - start);
+            for i in start..end {
+                let (image, label) = folder.load(i, side as u32).map_err(|e| e.to_string())?;
+                images.push(image.into_raw());
+                labels.push_str(&format!("{label}\n"));
+                let path = folder.path(i).map(|p| p.display().to_string()).unwrap_or_default();
+                paths.push_str(&format!("{path}\t{label}\n"));
+            }
+            let part = embed_pixels(
+                &model,
+                images.iter().map(|v| v.as_slice()),
+                side,
+                batch,
+                self.mode,
+                &device,
+            );
+            all.append(part);
+        }
+        std::fs::create_dir_all(&self.out)
+            .map_err(|e| format!("cannot create {}: {e}", self.out.display()))?;
+        let mut files = Vec::new();
+        let mut write = |name: &str, m: &HostMatrix| -> Result<(), String> {
+            let path = self.out.join(name);
+            let matrix = Matrix::new(m.rows, m.cols, m.data.clone()).map_err(|e| e.to_string())?;
+            npy::write_matrix_f32(&path, &matrix).map_err(|e| e.to_string())?;
+            files.push(path);
+            Ok(())
+        };
+        write("embeddings.npy", &all.embedding)?;
+        if let Some(feature) = &all.feature {
+            write("features.npy", feature)?;
+        }
+        if let Some(probs) = &all.probs {
+            write("probs.npy", probs)?;
+        }
+        for (name, text) in [("labels.txt", &labels), ("paths.txt", &paths)] {
+            let path = self.out.join(name);
+            crate::train::write_atomically(&path, text.as_bytes())?;
+            files.push(path);
+        }
+        Ok(EmbedSummary { images: all.embedding.rows, width: all.embedding.cols, files })
+    }
 }
 
 /// A report over listed pairs (folders, `.bin` files, precomputed embeddings): the 10-fold
@@ -597,10 +730,18 @@ impl crate::backend::BackendJob for EvalJob {
 
     fn run<B: burn::tensor::backend::AutodiffBackend>(self, device: B::Device) -> Self::Output {
         // Inference runs on the inner backend so BatchNorm uses its running statistics.
-        let (config, model) = load_run::<B::InnerBackend>(&self.run, &device)?;
-        let side = config.model.backbone.input_side;
+        let (config, architecture, model) =
+            load_model::<B::InnerBackend>(&self.run, self.checkpoint.as_ref(), &device)?;
+        let side = architecture.backbone.input_side;
         let (embeddings, pairs, source) = match &self.data {
             EvalData::Synthetic => {
+                let Some(config) = &config else {
+                    return Err(format!(
+                        "data=synthetic evaluates a run's held-out identities, and {} is a \
+                         checkpoint, not a run: give data=FOLDER, FILE.bin or ijbb:/ijbc:ROOT",
+                        self.run.display()
+                    ));
+                };
                 let eval = SynthEvalConfig { mode: self.mode, ..config.eval.clone() };
                 return evaluate_synthetic(
                     &model,

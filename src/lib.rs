@@ -29,6 +29,8 @@ pub mod embed;
 pub mod error;
 pub mod eval;
 pub mod evaluate;
+pub mod identify;
+pub mod interop;
 pub mod labels;
 pub mod learner;
 pub mod loss;

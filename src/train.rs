@@ -77,9 +77,11 @@ pub struct TrainConfig {
     /// Data loader worker threads.
     #[config(default = 1)]
     pub workers: usize,
-    /// A finished run directory whose backbone starts this run (the paper's two-stage recipe:
-    /// a softmax-pretrained baseline, then GroupFace). The trunk is always copied; the
-    /// backbone's FC too when the output widths agree.
+    /// What this run starts from (the paper's two-stage recipe: a softmax-pretrained network,
+    /// then GroupFace): a finished run directory, whose backbone is copied (the trunk always,
+    /// the FC when the output widths agree), or a checkpoint file, an insightface
+    /// arcface_torch IResNet state dict (`.pth`/`.pt`) or safetensors, loaded by
+    /// [`crate::interop::load_into`].
     #[config(default = "None")]
     pub init: Option<String>,
     /// Verification on held-out synthetic identities after training.
@@ -292,7 +294,17 @@ impl BackendJob for TrainRun {
 
         let mut model = seeded_model::<B>(&config, &device);
         if let Some(init) = &config.init {
-            model.model.backbone = load_backbone::<B>(Path::new(init), &config, &device)?;
+            let init = Path::new(init);
+            if init.is_dir() {
+                model.model.backbone = load_backbone::<B>(init, &config, &device)?;
+            } else {
+                let (loaded, report) = crate::interop::load_into(model.model, &config.model, init)
+                    .map_err(|e| format!("init: {e}"))?;
+                model.model = loaded;
+                if !self.quiet {
+                    eprintln!("init: {}: {}", init.display(), report.describe());
+                }
+            }
         }
         let schedule = config.schedule().map_err(|e| e.to_string())?;
         let mut training = SupervisedTraining::new(&self.out, train_loader, valid_loader)
@@ -313,6 +325,13 @@ impl BackendJob for TrainRun {
         let result = training.launch(Learner::new(model, config.optimizer().init(), schedule));
         let model_path = self.out.join("model");
         save_atomically(&result.model, &model_path)?;
+        // The same weights for PyTorch (and for `init=`/`eval init=`), with insightface's keys.
+        crate::interop::export_safetensors(
+            &result.model.model,
+            &config.model,
+            &self.out.join("model.safetensors"),
+        )
+        .map_err(|e| e.to_string())?;
         let mut renderer = result.renderer;
         renderer.manual_close();
         let train_seconds = started.elapsed().as_secs_f64();
@@ -379,8 +398,7 @@ fn load_backbone<B: Backend>(
     config: &TrainConfig,
     device: &B::Device,
 ) -> Result<crate::backbone::IResNet<B>, String> {
-    let prior_config = TrainConfig::load(dir.join("config.json"))
-        .map_err(|e| format!("init: cannot read {}: {e}", dir.join("config.json").display()))?;
+    let prior_config = read_config(&dir.join("config.json")).map_err(|e| format!("init: {e}"))?;
     let prior_backbone = prior_config.model.backbone_config();
     let ours = config.model.backbone_config();
     if prior_backbone.blocks != ours.blocks
@@ -474,4 +492,51 @@ pub fn save_config(config: &TrainConfig, dir: &Path) -> Result<(), String> {
     let tmp = dir.join("config.json.tmp");
     config.save(&tmp).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, &path).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Fields added to [`TrainConfig`] (or a config inside it) after run directories were first
+/// written, each with the value that older runs behaved as. Burn's `Config` derive rejects a
+/// file that lacks a field, so [`read_config`] inserts these before parsing: without them every
+/// added field would orphan every earlier run. `config_keys_are_migrated` in `tests/math.rs`
+/// fails when a field is added without an entry here.
+pub const ADDED_CONFIG_FIELDS: &[(&[&str], &str)] = &[(&["eval", "distractors"], "200")];
+
+/// Reads a run's `config.json`, filling in [`ADDED_CONFIG_FIELDS`] that an older file lacks.
+/// Any other missing or malformed field is an error naming the file.
+pub fn read_config(path: &Path) -> Result<TrainConfig, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
+    for (keys, default) in ADDED_CONFIG_FIELDS {
+        let (last, parents) = keys.split_last().expect("a key path is not empty");
+        let parent = format!("/{}", parents.join("/"));
+        let parent = if parents.is_empty() { "" } else { parent.as_str() };
+        if let Some(object) = value.pointer_mut(parent).and_then(|v| v.as_object_mut()) {
+            if !object.contains_key(*last) {
+                let default = serde_json::from_str(default).expect("migration defaults are JSON");
+                object.insert((*last).to_string(), default);
+            }
+        }
+    }
+    serde_json::from_value(value)
+        .map_err(|e| format!("{}: not a training config: {e}", path.display()))
+}
+
+/// Every key path of a JSON document's objects, `a.b.c`, sorted; the shape [`read_config`]'s
+/// migrations must keep up with.
+pub fn config_key_paths(value: &serde_json::Value) -> Vec<String> {
+    fn walk(value: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
+        if let Some(object) = value.as_object() {
+            for (key, child) in object {
+                let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                walk(child, &path, out);
+                out.push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(value, "", &mut out);
+    out.sort();
+    out
 }

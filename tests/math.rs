@@ -331,3 +331,152 @@ fn summary_reproduces_the_papers_gflops() {
     assert_eq!(head(&hard, "group_fcs"), 2 * 4096 * 512);
     assert_eq!(head(&soft, "gdn"), 2 * (512 * 512 + 512 * 256 + 256 * 32));
 }
+
+// ---------------------------------------------------------------- rank-1 on the backend
+
+fn random_matrix(rows: usize, cols: usize, seed: u64, origin: &str) -> groupface::eval::Matrix {
+    let mut rng = groupface::data::rng::SplitMix64::new(seed);
+    let data = (0..rows * cols).map(|_| rng.normal()).collect();
+    groupface::eval::Matrix::new(rows, cols, data).unwrap().with_origin(origin)
+}
+
+fn rank1_matches_reference<B: AutodiffBackend>(device: &B::Device) {
+    use groupface::eval::identification::rank1;
+    use groupface::identify::{rank1_on, Rank1Search};
+    // 60 identities; each probe is its identity's gallery row plus noise, so rank-1 is neither
+    // 0 nor 1 and distractors (pure noise rows) take hits away as they grow.
+    let (ids, dim) = (60, 16);
+    let gallery = random_matrix(ids, dim, 1, "gallery");
+    let noise = random_matrix(3 * ids, dim, 2, "noise");
+    let mut probe_rows = Vec::new();
+    let mut probe_labels = Vec::new();
+    for p in 0..3 * ids {
+        let id = p % ids;
+        let row: Vec<f32> =
+            (0..dim).map(|c| gallery.data[id * dim + c] + 0.9 * noise.data[p * dim + c]).collect();
+        probe_rows.push(row);
+        probe_labels.push(id);
+    }
+    let probes = groupface::eval::Matrix::from_rows(&probe_rows, "probes").unwrap();
+    let gallery_labels: Vec<usize> = (0..ids).collect();
+    let distractors = random_matrix(1500, dim, 3, "distractors");
+    let host = rank1(&probes, &probe_labels, &gallery, &gallery_labels, &distractors).unwrap();
+    let ours =
+        rank1_on::<B, _>(&probes, &probe_labels, &gallery, &gallery_labels, &distractors, device)
+            .unwrap();
+    assert_eq!(ours, host);
+    let first = host.curve.first().unwrap().accuracy;
+    let last = host.curve.last().unwrap().accuracy;
+    assert!(first > 0.2 && first < 0.95 && last < first, "a test that can fail: {host:?}");
+
+    // Streaming the distractors in uneven blocks changes nothing.
+    let mut search =
+        Rank1Search::<B>::new(&probes, &probe_labels, &gallery, &gallery_labels, device).unwrap();
+    let mut start = 0;
+    for n in [7, 500, 993] {
+        let rows = distractors.data[start * dim..(start + n) * dim].to_vec();
+        search.add_distractors(Tensor::from_data(TensorData::new(rows, [n, dim]), device)).unwrap();
+        start += n;
+    }
+    assert_eq!(search.result().unwrap(), host);
+}
+
+#[test]
+fn backend_rank1_matches_the_host_reference() {
+    on_cpu_backends!(rank1_matches_reference);
+}
+
+fn rank1_by_hand<B: AutodiffBackend>(device: &B::Device) {
+    use groupface::identify::Rank1Search;
+    let m =
+        |rows: &[Vec<f32>], origin: &str| groupface::eval::Matrix::from_rows(rows, origin).unwrap();
+    // Gallery: identities a = e0, b = e1. Probes: (2, 1, 0) of a scores 2/√5 with a and 1/√5
+    // with b, a hit; (1, 1, 0) of b ties a and b, a miss (a tie is a miss); (0, 3, 4) of b
+    // scores 3/5 with b and 0 with a, a hit. Exact binary fractions aside, each comparison is
+    // between products of the same normalised probe, so the ordering holds in f32.
+    let gallery = m(&[vec![1.0, 0.0, 0.0], vec![0.0, 1.0, 0.0]], "gallery");
+    let probes = m(&[vec![2.0, 1.0, 0.0], vec![1.0, 1.0, 0.0], vec![0.0, 3.0, 4.0]], "probes");
+    let mut search =
+        Rank1Search::<B>::new(&probes, &["a", "b", "b"], &gallery, &["a", "b"], device).unwrap();
+    // Distractor 0 = e2 scores 4/5 against probe 2, beating its 3/5; distractor 1 duplicates
+    // a's gallery row, tying probe 0's true score: a miss from then on.
+    search.add_distractors(matrix::<B>(&[&[0.0, 0.0, 1.0], &[3.0, 0.0, 0.0]], device)).unwrap();
+    let result = search.result_at(&[0, 1, 2]).unwrap();
+    let hits: Vec<usize> = result.curve.iter().map(|p| p.hits).collect();
+    assert_eq!(hits, vec![2, 1, 0]);
+    assert_eq!(result.probes, 3);
+
+    // Bad input: named, not a panic.
+    let err = search.add_distractors(matrix::<B>(&[&[f32::NAN, 0.0, 0.0]], device)).unwrap_err();
+    assert!(err.to_string().contains("distractors 2..3"), "{err}");
+    let err = search.add_distractors(matrix::<B>(&[&[1.0, 0.0]], device)).unwrap_err();
+    assert!(err.to_string().contains("columns"), "{err}");
+    let err = search.result_at(&[3]).unwrap_err();
+    assert!(err.to_string().contains("distractor count"), "{err}");
+    let err = Rank1Search::<B>::new(&probes, &["a", "b", "c"], &gallery, &["a", "b"], device)
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("identity `c`"), "{err}");
+}
+
+#[test]
+fn backend_rank1_by_hand_with_ties_and_bad_input() {
+    on_cpu_backends!(rank1_by_hand);
+}
+
+// ---------------------------------------------------------------- config.json compatibility
+
+fn reference_train_config() -> groupface::train::TrainConfig {
+    use groupface::data::synth::SynthConfig;
+    use groupface::loss::CriterionConfig;
+    groupface::train::TrainConfig::new(
+        GroupFaceConfig::tiny(32),
+        CriterionConfig::new(MarginSoftmaxConfig::new(100, 128)),
+        SynthConfig::default(),
+    )
+}
+
+#[test]
+fn config_keys_are_migrated() {
+    // Guard: adding a field to TrainConfig (or a config inside it) changes this list. Old run
+    // directories then fail to load unless the field gets an entry in ADDED_CONFIG_FIELDS
+    // (src/train.rs); add the entry, then update tests/fixtures/config_keys.txt.
+    let value = serde_json::to_value(reference_train_config()).unwrap();
+    let keys = groupface::train::config_key_paths(&value);
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config_keys.txt");
+    let expected: Vec<String> =
+        std::fs::read_to_string(&fixture).unwrap().lines().map(str::to_string).collect();
+    let added: Vec<_> = keys.iter().filter(|k| !expected.contains(k)).collect();
+    let removed: Vec<_> = expected.iter().filter(|k| !keys.contains(k)).collect();
+    assert!(
+        added.is_empty() && removed.is_empty(),
+        "config.json keys changed (added {added:?}, removed {removed:?}): give each added key a \
+         default in ADDED_CONFIG_FIELDS and update {}",
+        fixture.display()
+    );
+}
+
+#[test]
+fn old_config_files_load_with_the_added_fields_defaulted() {
+    let dir = std::env::temp_dir().join(format!("groupface-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("config.json");
+    let mut value = serde_json::to_value(
+        reference_train_config()
+            .with_eval(groupface::evaluate::SynthEvalConfig::new().with_distractors(7)),
+    )
+    .unwrap();
+    std::fs::write(&path, serde_json::to_string(&value).unwrap()).unwrap();
+    assert_eq!(groupface::train::read_config(&path).unwrap().eval.distractors, 7);
+    // Written before `eval.distractors` existed: it takes the value those runs used.
+    value["eval"].as_object_mut().unwrap().remove("distractors");
+    std::fs::write(&path, serde_json::to_string(&value).unwrap()).unwrap();
+    assert_eq!(groupface::train::read_config(&path).unwrap().eval.distractors, 200);
+    // A field that always existed is still required, and the error names the file and field.
+    value.as_object_mut().unwrap().remove("epochs");
+    std::fs::write(&path, serde_json::to_string(&value).unwrap()).unwrap();
+    let err = groupface::train::read_config(&path).unwrap_err();
+    assert!(err.contains("config.json") && err.contains("epochs"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use groupface::ablation::{parse_groups, run_grid, write_outputs, Grid, Preset};
 use groupface::backend::BackendKind;
 use groupface::data::synth::SynthConfig;
-use groupface::evaluate::{evaluate_run, EvalData, EvalJob, SynthEvalConfig};
+use groupface::evaluate::{evaluate_run, EmbedJob, EvalData, EvalJob, SynthEvalConfig};
 use groupface::labels::LabelMethod;
 use groupface::loss::{CriterionConfig, MarginSoftmaxConfig};
 use groupface::model::{Combine, GroupFaceConfig, GroupMode};
@@ -52,6 +52,7 @@ fn train_writes_the_run_and_eval_reproduces_its_report() {
     for file in [
         "config.json",
         "model.mpk",
+        "model.safetensors",
         "report.json",
         "metrics.csv",
         "group_shares.svg",
@@ -82,6 +83,7 @@ fn train_writes_the_run_and_eval_reproduces_its_report() {
     // The saved model, evaluated again, gives the same report.
     let job = EvalJob {
         run: dir.clone(),
+        checkpoint: None,
         data: EvalData::Synthetic,
         mode: None,
         batch: 16,
@@ -104,6 +106,7 @@ fn train_writes_the_run_and_eval_reproduces_its_report() {
     write_fake_ijb(&ijb, &FakeIjbSpec::uniform(Ijb::C, 3, 2, 2, 2)).unwrap();
     let job = EvalJob {
         run: dir.clone(),
+        checkpoint: None,
         data: EvalData::Ijb { root: ijb.clone(), which: Ijb::C },
         mode: None,
         batch: 16,
@@ -112,10 +115,90 @@ fn train_writes_the_run_and_eval_reproduces_its_report() {
     let ijb_report = evaluate_run(backend(), 0, job).expect("IJB evaluation runs");
     assert_eq!((ijb_report.plain.positives, ijb_report.plain.negatives), (3, 12));
     assert!(ijb_report.group_aware.is_some());
+    // The run's PyTorch export, evaluated as a checkpoint, gives the same scores.
+    let job = EvalJob {
+        run: dir.join("model.safetensors"),
+        checkpoint: Some(tiny_config(4).model),
+        data: EvalData::Ijb { root: ijb.clone(), which: Ijb::C },
+        mode: None,
+        batch: 16,
+        pictures: None,
+    };
+    let from_export = evaluate_run(backend(), 0, job).expect("the export evaluates");
+    assert_eq!(from_export.plain.roc, ijb_report.plain.roc);
+    // A checkpoint has no held-out identities of its own.
+    let job = EvalJob {
+        run: dir.join("model.safetensors"),
+        checkpoint: Some(tiny_config(4).model),
+        data: EvalData::Synthetic,
+        mode: None,
+        batch: 16,
+        pictures: None,
+    };
+    let err = evaluate_run(backend(), 0, job).unwrap_err();
+    assert!(err.contains("not a run"), "{err}");
+    // `embed` on an image folder (3 identities x 3 synthetic faces, written as PNG) writes
+    // what `eval embeddings= labels=` reads, and scores exactly as `eval data=FOLDER`.
+    let folder = dir.join("faces");
+    let faces = groupface::data::synth::SynthFaces::new(tiny_config(4).data).unwrap();
+    for id in 0..3 {
+        std::fs::create_dir_all(folder.join(format!("id{id}"))).unwrap();
+        for k in 0..3 {
+            faces.image(20 + id, k).save(folder.join(format!("id{id}/{k}.png"))).unwrap();
+        }
+    }
+    let out = dir.join("embedded");
+    let job = EmbedJob {
+        run: dir.clone(),
+        checkpoint: None,
+        folder: folder.clone(),
+        out: out.clone(),
+        batch: 4,
+        mode: None,
+    };
+    let summary = groupface::backend::run(backend(), 0, job).unwrap().expect("embed runs");
+    assert_eq!((summary.images, summary.width), (9, tiny_config(4).model.output_width()));
+    let embeddings = groupface::eval::npy::read_matrix(out.join("embeddings.npy")).unwrap();
+    let features = groupface::eval::npy::read_matrix(out.join("features.npy")).unwrap();
+    assert_eq!((embeddings.rows, features.rows), (9, 9));
+    let labels = groupface::eval::pairs::read_labels(out.join("labels.txt"), 9).unwrap();
+    let paths = std::fs::read_to_string(out.join("paths.txt")).unwrap();
+    assert_eq!(paths.lines().count(), 9);
+    assert!(paths.lines().nth(3).unwrap().ends_with("id1/0.png\t1"), "{paths}");
+    let list = groupface::eval::pairs::all_pairs(&labels);
+    let from_files = groupface::evaluate::pairs_report(
+        &groupface::embed::Embeddings {
+            embedding: groupface::embed::HostMatrix {
+                rows: embeddings.rows,
+                cols: embeddings.cols,
+                data: embeddings.data,
+            },
+            feature: None,
+            probs: None,
+        },
+        &list,
+        None,
+        Default::default(),
+    )
+    .unwrap();
+    let job = EvalJob {
+        run: dir.clone(),
+        checkpoint: None,
+        data: EvalData::Folder { root: folder.clone(), pairs: None },
+        mode: None,
+        batch: 16,
+        pictures: None,
+    };
+    let from_model = evaluate_run(backend(), 0, job).expect("folder evaluation runs");
+    assert_eq!((from_files.positives, from_files.negatives), (9, 27));
+    assert_eq!(from_files.verification, from_model.plain.verification);
+    assert_eq!(from_files.roc, from_model.plain.roc);
+
     // A missing meta file names the file.
     std::fs::remove_dir_all(ijb.join("meta")).unwrap();
     let job = EvalJob {
         run: dir.clone(),
+        checkpoint: None,
         data: EvalData::Ijb { root: ijb.clone(), which: Ijb::C },
         mode: None,
         batch: 16,
@@ -128,6 +211,7 @@ fn train_writes_the_run_and_eval_reproduces_its_report() {
     std::fs::remove_file(dir.join("model.mpk")).unwrap();
     let job = EvalJob {
         run: dir.clone(),
+        checkpoint: None,
         data: EvalData::Synthetic,
         mode: None,
         batch: 16,

@@ -1,9 +1,11 @@
-//! Training-step throughput of one or more backbones on one backend; one JSON line each.
+//! Training-step throughput of one or more backbones on one backend, one JSON line each; or,
+//! with `task=rank1`, rank-1 identification against a large random distractor set.
 //!
 //! `cargo run --release --bin bench -- backbone=tiny,r18 batch=32 steps=5 backend=flex`
+//! `cargo run --release --bin bench -- task=rank1 distractors=1000000 probes=1000 dim=512`
 
 use groupface::backend::{self, BackendKind};
-use groupface::bench::BenchCase;
+use groupface::bench::{BenchCase, Rank1Bench};
 use groupface::cli::{self, CliError, Key, Spec};
 
 fn spec() -> Spec {
@@ -11,6 +13,30 @@ fn spec() -> Spec {
     keys[0].default = Some("tiny");
     keys[0].help = "IResNet preset, or a comma-separated list of presets";
     keys.extend([
+        Key {
+            name: "task",
+            default: Some("train"),
+            accepts: "train|rank1",
+            help: "training steps, or rank-1 search over random embeddings",
+        },
+        Key {
+            name: "distractors",
+            default: Some("1000000"),
+            accepts: "integer >= 0",
+            help: "task=rank1: distractors in the gallery",
+        },
+        Key {
+            name: "probes",
+            default: Some("1000"),
+            accepts: "integer > 0",
+            help: "task=rank1: probes (one gallery identity each)",
+        },
+        Key {
+            name: "dim",
+            default: Some("512"),
+            accepts: "integer > 0",
+            help: "task=rank1: embedding width",
+        },
         Key { name: "batch", default: Some("32"), accepts: "integer > 0", help: "images per step" },
         Key { name: "steps", default: Some("5"), accepts: "integer > 0", help: "timed steps" },
         Key {
@@ -56,6 +82,30 @@ fn run() -> Result<(), CliError> {
         })?,
         None => BackendKind::default_cpu().expect("at least one backend is compiled"),
     };
+    let task: String = args.get("task")?;
+    match task.as_str() {
+        "train" => {}
+        "rank1" => {
+            let job = Rank1Bench {
+                distractors: args.get("distractors")?,
+                probes: args.get("probes")?,
+                dim: args.get("dim")?,
+                backend: backend.to_string(),
+            };
+            let result = backend::run(backend, args.get("device")?, job)
+                .and_then(|r| r)
+                .map_err(|e| CliError::Run(format!("rank-1 benchmark: {e}")))?;
+            println!("{}", serde_json::to_string(&result).expect("result serialises"));
+            return Ok(());
+        }
+        other => {
+            return Err(CliError::BadValue {
+                key: "task".into(),
+                value: other.into(),
+                accepts: "train|rank1".into(),
+            })
+        }
+    }
     let names: Vec<String> = args.get_list("backbone")?;
     for name in names {
         let mut one = args.clone();

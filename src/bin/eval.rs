@@ -2,6 +2,7 @@
 //!
 //! - `cargo run --release --bin eval -- model=runs/train data=synthetic out=runs/train/eval`
 //! - `cargo run --release --bin eval -- model=RUN data=lfw.bin out=DIR`
+//! - `cargo run --release --bin eval -- init=ms1mv3_r100.pth backbone=r100 data=lfw.bin`
 //! - `cargo run --release --bin eval -- embeddings=E.npy pairs=P.txt out=DIR`
 
 use std::collections::BTreeMap;
@@ -18,30 +19,64 @@ fn spec() -> Spec {
     Spec {
         program: "eval",
         about: "verification, TAR@FAR and group analysis of a trained run or of embeddings",
-        keys: vec![
-            key("model", None, "a run directory", "the trained run to evaluate"),
-            key(
-                "data",
-                Some("synthetic"),
-                "synthetic|FOLDER|FILE.bin|ijbb:ROOT|ijbc:ROOT",
-                "held-out synthetic identities of the run, an image folder, a .bin, or IJB-B/C",
-            ),
-            key(
-                "embeddings",
-                None,
-                "a float32 .npy [N, D]",
-                "precomputed embeddings (instead of model=)",
-            ),
-            key("pairs", None, "a text file", "one pair per line: row_a row_b 1|0"),
-            key("labels", None, "a text file", "one identity per line, row order: every pair"),
-            key("mode", None, "soft|hard", "override the ensemble at inference"),
-            key("batch", Some("64"), "integer > 0", "images per forward pass"),
-            key("out", None, "a folder", "report.json, CSV, Markdown and ROC plot go here"),
-            key("backend", None, "ndarray|flex|wgpu|cuda (compiled ones)", DEFAULT_BACKEND_HELP),
-            key("device", Some("0"), "integer >= 0", "GPU index for wgpu/cuda"),
-        ],
+        keys: [
+            vec![
+                key("model", None, "a run directory", "the trained run to evaluate"),
+                key(
+                    "init",
+                    None,
+                    "an insightface .pth/.pt or a .safetensors file",
+                    "a PyTorch checkpoint to evaluate (instead of model=), with backbone= etc.",
+                ),
+                key(
+                    "data",
+                    Some("synthetic"),
+                    "synthetic|FOLDER|FILE.bin|ijbb:ROOT|ijbc:ROOT",
+                    "held-out synthetic identities of the run, an image folder, a .bin, or IJB-B/C",
+                ),
+                key(
+                    "embeddings",
+                    None,
+                    "a float32 .npy [N, D]",
+                    "precomputed embeddings (instead of model=)",
+                ),
+                key("pairs", None, "a text file", "one pair per line: row_a row_b 1|0"),
+                key("labels", None, "a text file", "one identity per line, row order: every pair"),
+                key("mode", None, "soft|hard", "override the ensemble at inference"),
+                key("batch", Some("64"), "integer > 0", "images per forward pass"),
+                key("out", None, "a folder", "report.json, CSV, Markdown and ROC plot go here"),
+                key(
+                    "backend",
+                    None,
+                    "ndarray|flex|wgpu|cuda (compiled ones)",
+                    DEFAULT_BACKEND_HELP,
+                ),
+                key("device", Some("0"), "integer >= 0", "GPU index for wgpu/cuda"),
+            ],
+            checkpoint_keys(),
+        ]
+        .concat(),
         flags: vec![],
     }
+}
+
+/// The architecture keys of `init=` (a checkpoint has none of its own); insightface's r100
+/// ArcFace (512-d, no groups) by default.
+fn checkpoint_keys() -> Vec<Key> {
+    // `mode` is eval's own key (the ensemble at inference).
+    let mut keys: Vec<Key> =
+        groupface::cli::model_keys().into_iter().filter(|k| k.name != "mode").collect();
+    for key in &mut keys {
+        if key.name == "groups" {
+            key.default = Some("0");
+        }
+        key.help = match key.name {
+            "backbone" => "init=: IResNet of the checkpoint",
+            "groups" => "init=: groups of the checkpoint (0: insightface ArcFace)",
+            _ => key.help,
+        };
+    }
+    keys
 }
 
 fn from_embeddings(args: &groupface::cli::Args) -> Result<RunReport, CliError> {
@@ -76,7 +111,17 @@ fn from_embeddings(args: &groupface::cli::Args) -> Result<RunReport, CliError> {
 }
 
 fn from_model(args: &groupface::cli::Args) -> Result<RunReport, CliError> {
-    let run: PathBuf = args.get("model")?;
+    let (run, checkpoint): (PathBuf, _) = match (args.get_opt("model")?, args.get_opt("init")?) {
+        (Some(run), None) => (run, None),
+        (None, Some(file)) => {
+            let mut architecture = args.clone();
+            if !args.given("mode") {
+                architecture.set("mode", "soft");
+            }
+            (file, Some(groupface::cli::model_config(&architecture)?))
+        }
+        _ => return Err(args.bad("init", args.raw("init").unwrap_or(""))),
+    };
     let data_text: String = args.get("data")?;
     let data = if data_text == "synthetic" {
         if args.given("pairs") {
@@ -100,7 +145,7 @@ fn from_model(args: &groupface::cli::Args) -> Result<RunReport, CliError> {
         None => BackendKind::default_cpu().expect("at least one backend is compiled"),
     };
     let pictures: Option<PathBuf> = args.get_opt("out")?;
-    let job = EvalJob { run, data, mode, batch: args.get("batch")?, pictures };
+    let job = EvalJob { run, checkpoint, data, mode, batch: args.get("batch")?, pictures };
     evaluate_run(backend, args.get("device")?, job).map_err(CliError::Run)
 }
 
@@ -108,12 +153,13 @@ fn run() -> Result<(), CliError> {
     let args = spec().parse(std::env::args().skip(1))?;
     let report = if args.given("embeddings") {
         from_embeddings(&args)?
-    } else if args.given("model") {
+    } else if args.given("model") || args.given("init") {
         from_model(&args)?
     } else {
         return Err(CliError::Missing {
             key: "model".into(),
-            accepts: "model=RUN_DIR, or embeddings=E.npy with pairs= or labels=".into(),
+            accepts: "model=RUN_DIR, init=CHECKPOINT, or embeddings=E.npy with pairs= or labels="
+                .into(),
         });
     };
     print!("{}", report.plain.markdown());

@@ -61,8 +61,8 @@ fn spec() -> Spec {
         key(
             "init",
             None,
-            "a finished run directory",
-            "start from that run's backbone (pretrain the baseline, then GroupFace)",
+            "a finished run directory, or an insightface .pth/.pt or .safetensors checkpoint",
+            "start from it: the backbone of a run, or a PyTorch checkpoint (trunk; head fresh)",
         ),
         key("eval_identities", Some("100"), "integer >= 2", "held-out identities for verification"),
         key("eval_images", Some("5"), "integer >= 2", "images per held-out identity"),
@@ -170,8 +170,7 @@ fn run() -> Result<(), Failure> {
                 let value = args.raw(key).unwrap_or("").into();
                 return Err(bad(key, value, "nothing: config= fixes every setting".into()).into());
             }
-            use burn::config::Config;
-            TrainConfig::load(file)
+            groupface::train::read_config(std::path::Path::new(file))
                 .map_err(|e| bad("config", file.into(), format!("a readable config.json ({e})")))?
         }
         None => config_from_args(&args)?,

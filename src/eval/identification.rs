@@ -41,6 +41,22 @@ pub struct Rank1Result {
 }
 
 impl Rank1Result {
+    /// The curve from each probe's `(gallery_ok, first_beaten)`: whether its identity beats
+    /// every other gallery row, and the index of the first distractor scoring at least as high
+    /// as its identity (the distractor count when none does). A probe is a hit at `n`
+    /// distractors when both hold for the first `n`.
+    pub fn from_survival(survives: &[(bool, usize)], counts: &[usize]) -> Self {
+        let probes = survives.len();
+        let curve = counts
+            .iter()
+            .map(|&n| {
+                let hits = survives.iter().filter(|&&(ok, first)| ok && first >= n).count();
+                Rank1Point { distractors: n, hits, accuracy: hits as f64 / probes as f64 }
+            })
+            .collect();
+        Self { probes, curve }
+    }
+
     /// Rank-1 accuracy with the most distractors: the headline number.
     pub fn accuracy(&self) -> f64 {
         self.curve.last().map_or(f64::NAN, |p| p.accuracy)
@@ -92,19 +108,22 @@ where
     )
 }
 
-/// [`rank1`] at chosen distractor counts (each at most `distractors.rows`).
-pub fn rank1_at<T, L>(
+/// Checks the inputs of a rank-1 search and returns, for each probe, the gallery row of its
+/// identity. Shared by the host reference and the backend search so both reject the same
+/// inputs with the same errors.
+pub fn gallery_rows_of_probes<T, L>(
     probes: &Matrix<T>,
     probe_labels: &[L],
     gallery: &Matrix<T>,
     gallery_labels: &[L],
-    distractors: &Matrix<T>,
+    distractors: (&str, usize, usize),
     counts: &[usize],
-) -> Result<Rank1Result>
+) -> Result<Vec<usize>>
 where
-    T: Copy + Into<f64>,
+    T: Copy,
     L: Eq + Hash + Display,
 {
+    let (distractor_origin, distractor_rows, _) = distractors;
     if probes.rows == 0 {
         return Err(EvalError::Empty {
             what: format!("probes ({})", probes.origin),
@@ -135,21 +154,22 @@ where
             "rows",
         ));
     }
-    for m in [gallery, distractors] {
-        if m.rows > 0 && m.cols != probes.cols {
+    for (origin, rows, cols) in [(gallery.origin.as_str(), gallery.rows, gallery.cols), distractors]
+    {
+        if rows > 0 && cols != probes.cols {
             return Err(EvalError::length_mismatch(
                 &probes.origin,
                 probes.cols,
-                &m.origin,
-                m.cols,
+                origin,
+                cols,
                 "columns",
             ));
         }
     }
-    if let Some(&n) = counts.iter().find(|&&n| n > distractors.rows) {
+    if let Some(&n) = counts.iter().find(|&&n| n > distractor_rows) {
         return Err(EvalError::invalid(
             "distractor count",
-            format!("at most {} (the rows of {})", distractors.rows, distractors.origin),
+            format!("at most {distractor_rows} (the rows of {distractor_origin})"),
             n,
         ));
     }
@@ -164,6 +184,40 @@ where
             });
         }
     }
+    probe_labels
+        .iter()
+        .enumerate()
+        .map(|(i, label)| {
+            index.get(label).copied().ok_or_else(|| EvalError::UnknownIdentity {
+                origin: probes.origin.clone(),
+                probe: i,
+                label: label.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// [`rank1`] at chosen distractor counts (each at most `distractors.rows`).
+pub fn rank1_at<T, L>(
+    probes: &Matrix<T>,
+    probe_labels: &[L],
+    gallery: &Matrix<T>,
+    gallery_labels: &[L],
+    distractors: &Matrix<T>,
+    counts: &[usize],
+) -> Result<Rank1Result>
+where
+    T: Copy + Into<f64>,
+    L: Eq + Hash + Display,
+{
+    let truth_rows = gallery_rows_of_probes(
+        probes,
+        probe_labels,
+        gallery,
+        gallery_labels,
+        (&distractors.origin, distractors.rows, distractors.cols),
+        counts,
+    )?;
     let d = probes.cols;
     let (p_unit, g_unit) = (unit_rows(probes)?, unit_rows(gallery)?);
     let x_unit = if distractors.rows > 0 { unit_rows(distractors)? } else { Vec::new() };
@@ -171,12 +225,7 @@ where
     // For each probe: whether the gallery alone already ranks it right, and how many leading
     // distractors it survives (the index of the first distractor scoring >= its true score).
     let mut survives = Vec::with_capacity(probes.rows);
-    for (i, label) in probe_labels.iter().enumerate() {
-        let &g = index.get(label).ok_or_else(|| EvalError::UnknownIdentity {
-            origin: probes.origin.clone(),
-            probe: i,
-            label: label.to_string(),
-        })?;
+    for (i, &g) in truth_rows.iter().enumerate() {
         let p = &p_unit[row(i)];
         let truth = dot(p, &g_unit[row(g)]);
         let gallery_ok = (0..gallery.rows).all(|h| h == g || dot(p, &g_unit[row(h)]) < truth);
@@ -189,14 +238,7 @@ where
         };
         survives.push((gallery_ok, first_beaten));
     }
-    let curve = counts
-        .iter()
-        .map(|&n| {
-            let hits = survives.iter().filter(|&&(ok, first)| ok && first >= n).count();
-            Rank1Point { distractors: n, hits, accuracy: hits as f64 / probes.rows as f64 }
-        })
-        .collect();
-    Ok(Rank1Result { probes: probes.rows, curve })
+    Ok(Rank1Result::from_survival(&survives, counts))
 }
 
 #[cfg(test)]

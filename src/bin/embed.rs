@@ -1,0 +1,95 @@
+//! Embeddings of every image of a folder, for other tools: `.npy` files plus the image list.
+//!
+//! - `cargo run --release --bin embed -- model=runs/train data=FOLDER out=DIR`
+//! - `cargo run --release --bin embed -- init=ms1mv3_r100.pth backbone=r100 data=FOLDER out=DIR`
+
+use std::path::PathBuf;
+
+use groupface::backend::{BackendKind, DEFAULT_BACKEND_HELP};
+use groupface::cli::{self, CliError, Key, Spec};
+use groupface::evaluate::EmbedJob;
+
+fn spec() -> Spec {
+    let key = |name, default, accepts, help| Key { name, default, accepts, help };
+    let mut keys = vec![
+        key("model", None, "a run directory", "the trained run"),
+        key(
+            "init",
+            None,
+            "an insightface .pth/.pt or a .safetensors file",
+            "a PyTorch checkpoint (instead of model=), with backbone= etc.",
+        ),
+        key("data", None, "a folder", "one subfolder of images per identity"),
+        key(
+            "out",
+            Some("embeddings"),
+            "a folder",
+            "embeddings.npy, features.npy, probs.npy, labels.txt, paths.txt",
+        ),
+        key("batch", Some("64"), "integer > 0", "images per forward pass"),
+        key("backend", None, "ndarray|flex|wgpu|cuda (compiled ones)", DEFAULT_BACKEND_HELP),
+        key("device", Some("0"), "integer >= 0", "GPU index for wgpu/cuda"),
+    ];
+    // The architecture of init= (a checkpoint carries none): insightface's r100 ArcFace by
+    // default.
+    for mut k in cli::model_keys() {
+        if k.name == "groups" {
+            k.default = Some("0");
+        }
+        keys.push(k);
+    }
+    Spec {
+        program: "embed",
+        about: "v̄ (flip-sum), v̂ and p(G|x) of every image of a folder, as .npy files",
+        keys,
+        flags: vec![],
+    }
+}
+
+fn run() -> Result<(), CliError> {
+    let args = spec().parse(std::env::args().skip(1))?;
+    let (run, checkpoint): (PathBuf, _) = match (args.get_opt("model")?, args.get_opt("init")?) {
+        (Some(run), None) => (run, None),
+        (None, Some(file)) => (file, Some(cli::model_config(&args)?)),
+        (None, None) => {
+            return Err(CliError::Missing {
+                key: "model".into(),
+                accepts: "model=RUN_DIR or init=CHECKPOINT".into(),
+            })
+        }
+        (Some(_), Some(_)) => return Err(args.bad("init", args.raw("init").unwrap_or(""))),
+    };
+    let backend: BackendKind = match args.raw("backend") {
+        Some(value) => value.parse().map_err(|_| args.bad("backend", value))?,
+        None => BackendKind::default_cpu().expect("at least one backend is compiled"),
+    };
+    let job = EmbedJob {
+        run,
+        checkpoint,
+        folder: args.get("data")?,
+        out: args.get("out")?,
+        batch: args.get("batch")?,
+        // `mode` is also an architecture key (default soft); given, it overrides the ensemble
+        // at inference, as in `eval`.
+        mode: if args.given("mode") { Some(args.get("mode")?) } else { None },
+    };
+    let summary = groupface::backend::run(backend, args.get("device")?, job)
+        .and_then(|r| r)
+        .map_err(CliError::Run)?;
+    println!("{} images, embeddings {} wide", summary.images, summary.width);
+    for file in &summary.files {
+        println!("wrote {}", file.display());
+    }
+    Ok(())
+}
+
+fn main() {
+    match run() {
+        Ok(()) => {}
+        Err(CliError::Help(text)) => print!("{text}"),
+        Err(err) => {
+            eprintln!("error: {err}");
+            std::process::exit(2);
+        }
+    }
+}
