@@ -407,7 +407,11 @@ fn run_one(
         return Ok((result, format!("{} (done earlier)", setting.id())));
     }
     let started = Instant::now();
-    let outcome = train(backend, device, TrainRun { config, out: dir.clone(), quiet: true })?;
+    // A run killed part-way (its directory has a config but no result) continues from its
+    // last checkpoint.
+    let resume = dir.join("config.json").is_file();
+    let outcome =
+        train(backend, device, TrainRun { config, out: dir.clone(), quiet: true, resume })?;
     let result = RunResult {
         setting: setting.clone(),
         report: outcome.report,

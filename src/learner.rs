@@ -18,7 +18,8 @@ use burn::train::renderer::{
 use burn::train::{InferenceStep, LearnerSummary, TrainOutput, TrainStep};
 
 use crate::data::dataset::FaceBatch;
-use crate::training::TrainModel;
+use crate::training::{clip_grad_norm, TrainModel};
+use burn::optim::GradientsParams;
 
 /// What one training or validation step reports to the metrics.
 #[derive(Debug, Clone)]
@@ -262,8 +263,33 @@ impl<B: AutodiffBackend> TrainStep for TrainModel<B> {
 
     fn step(&self, batch: FaceBatch<B>) -> TrainOutput<StepOutput<B>> {
         let output = self.step_output(batch, true);
-        let grads = output.loss.backward();
-        TrainOutput::new(self, grads, output)
+        // One read of three scalars per step; the metrics read them anyway.
+        let [total, l1, l2] = Transaction::default()
+            .register(output.loss.clone())
+            .register(output.classification.clone())
+            .register(output.grouping.clone())
+            .execute()
+            .try_into()
+            .expect("three tensors registered");
+        let scalar = |d: burn::tensor::TensorData| d.iter::<f32>().next().unwrap_or(f32::NAN);
+        if !self.guard.check([scalar(total), scalar(l1), scalar(l2)]) {
+            // No gradients: the optimiser leaves every weight as it was, and the Learner
+            // stops before the epoch's checkpoint.
+            return TrainOutput { grads: GradientsParams::new(), item: output };
+        }
+        let replicas = self.guard.replicas();
+        let loss = if replicas > 1 {
+            output.loss.clone().div_scalar(replicas as f64)
+        } else {
+            output.loss.clone()
+        };
+        let mut grads = GradientsParams::from_grads(loss.backward(), self);
+        let max_norm = self.guard.clip_grad_norm();
+        if max_norm > 0.0 {
+            // Like insightface, which clips its backbone and not the class weights.
+            clip_grad_norm(&self.model, &mut grads, max_norm);
+        }
+        TrainOutput { grads, item: output }
     }
 }
 

@@ -1,19 +1,26 @@
 //! A training run: configuration, data, Learner with the TUI dashboard, and the run directory.
 
-use burn::data::dataloader::DataLoaderBuilder;
 use burn::data::dataset::transform::SelectionDataset;
+use burn::data::dataset::Dataset;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::SgdConfig;
 use burn::prelude::*;
+use burn::record::{FileRecorder, Recorder, RecorderError};
 use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{Device as DeviceIds, DeviceId};
 use burn::train::metric::{AccuracyMetric, LearningRateMetric, LossMetric};
-use burn::train::{Learner, LearnerSummary, SupervisedTraining};
+use burn::train::{
+    ExecutionStrategy, Learner, LearnerSummary, MultiDeviceOptim, SupervisedTraining,
+    TrainingStrategy,
+};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::backend::{BackendJob, BackendKind};
-use crate::data::dataset::{FaceBatcher, FaceItem, SynthDataset};
+use crate::data::dataset::{FaceItem, SynthDataset};
+use crate::data::loader::EpochLoader;
 use crate::data::synth::SynthConfig;
 use crate::error::ConfigError;
 use crate::evaluate::{evaluate_synthetic, RunReport, SynthEvalConfig};
@@ -23,7 +30,7 @@ use crate::learner::{GroupFaceMetric, GroupFaceQuantity};
 use crate::loss::CriterionConfig;
 use crate::model::GroupFaceConfig;
 use crate::schedule::{Schedule, ScheduleKind, ScheduleSpec};
-use crate::training::TrainModel;
+use crate::training::{StepGuard, TrainModel};
 
 /// Everything that defines a training run; saved as `config.json` in the run directory so the
 /// run can be repeated with `config=FILE`.
@@ -87,6 +94,13 @@ pub struct TrainConfig {
     /// Verification on held-out synthetic identities after training.
     #[config(default = "SynthEvalConfig::new()")]
     pub eval: SynthEvalConfig,
+    /// Limit of the global L2 norm of the model's gradients (insightface uses 5); 0: off.
+    #[config(default = 0.0)]
+    pub clip_grad_norm: f64,
+    /// Data-parallel replicas: each takes `batch` images of a step, so the global batch is
+    /// `devices * batch`; their gradients are averaged.
+    #[config(default = 1)]
+    pub devices: usize,
 }
 
 impl TrainConfig {
@@ -125,9 +139,19 @@ impl TrainConfig {
                 self.valid_images_per_identity.to_string(),
             ));
         }
-        for (key, value) in
-            [("epochs", self.epochs), ("batch", self.batch), ("workers", self.workers)]
-        {
+        if !(self.clip_grad_norm.is_finite() && self.clip_grad_norm >= 0.0) {
+            return Err(ConfigError::new(
+                "clip_grad_norm",
+                "a norm >= 0 (0: off)",
+                self.clip_grad_norm.to_string(),
+            ));
+        }
+        for (key, value) in [
+            ("epochs", self.epochs),
+            ("batch", self.batch),
+            ("workers", self.workers),
+            ("devices", self.devices),
+        ] {
             if value == 0 {
                 return Err(ConfigError::new(key, "an integer > 0", "0"));
             }
@@ -175,9 +199,14 @@ impl TrainConfig {
         self.data.identities * (self.data.images_per_identity - self.valid_images_per_identity)
     }
 
+    /// Optimiser steps per epoch: one per global batch of `devices * batch` images.
+    pub fn steps_per_epoch(&self) -> usize {
+        self.train_images().div_ceil(self.batch * self.devices.max(1))
+    }
+
     /// The learning-rate schedule over the run's optimiser steps.
     pub fn schedule(&self) -> Result<Schedule, ConfigError> {
-        let per_epoch = self.train_images().div_ceil(self.batch);
+        let per_epoch = self.steps_per_epoch();
         let spec = ScheduleSpec {
             lr: self.lr,
             kind: self.schedule,
@@ -203,6 +232,95 @@ impl TrainConfig {
 /// recorder halves the precision, so a resumed or re-evaluated run would not match).
 pub type RunRecorder = burn::record::NamedMpkFileRecorder<burn::record::FullPrecisionSettings>;
 
+/// [`RunRecorder`] writing through a temporary file, an fsync and a rename, so a run killed
+/// while a checkpoint is written leaves the previous checkpoints and no truncated file.
+/// Burn's checkpointer writes `checkpoint/{model,optim,scheduler}-{epoch}.mpk` with it.
+#[derive(Debug, Clone, Default)]
+pub struct AtomicRecorder(RunRecorder);
+
+impl<B: Backend> Recorder<B> for AtomicRecorder {
+    type Settings = burn::record::FullPrecisionSettings;
+    type RecordArgs = PathBuf;
+    type RecordOutput = ();
+    type LoadArgs = PathBuf;
+
+    fn save_item<I: serde::Serialize>(&self, item: I, file: PathBuf) -> Result<(), RecorderError> {
+        let target = file.with_extension("mpk");
+        let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("record.mpk");
+        // Burn's recorder replaces the extension, so the temporary name keeps `.mpk`.
+        let tmp = target.with_file_name(format!("partial-{name}"));
+        Recorder::<B>::save_item(&self.0, item, tmp.clone())?;
+        let io = |e: std::io::Error| RecorderError::Unknown(format!("{}: {e}", tmp.display()));
+        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
+        std::fs::rename(&tmp, &target).map_err(io)
+    }
+
+    fn load_item<I: serde::de::DeserializeOwned>(
+        &self,
+        file: &mut PathBuf,
+    ) -> Result<I, RecorderError> {
+        Recorder::<B>::load_item(&self.0, file)
+    }
+}
+
+impl<B: Backend> FileRecorder<B> for AtomicRecorder {
+    fn file_extension() -> &'static str {
+        "mpk"
+    }
+}
+
+/// The newest epoch whose checkpoint is complete in `dir/checkpoint`: model, optimiser,
+/// scheduler and group-label window all present.
+pub fn last_checkpoint(dir: &Path) -> Option<usize> {
+    let checkpoints = dir.join("checkpoint");
+    let entries = std::fs::read_dir(&checkpoints).ok()?;
+    entries
+        .filter_map(|e| {
+            e.ok()?.file_name().to_str()?.strip_prefix("model-")?.strip_suffix(".mpk")?.parse().ok()
+        })
+        .filter(|epoch: &usize| {
+            ["optim", "scheduler"]
+                .iter()
+                .all(|part| checkpoints.join(format!("{part}-{epoch}.mpk")).is_file())
+                && checkpoints.join(format!("labels-{epoch}.json")).is_file()
+        })
+        .max()
+}
+
+/// Writes the group-label window as it stands at the end of `epoch` (the state that epoch's
+/// checkpoint needs to continue exactly), and removes label files of checkpoints that Burn has
+/// since deleted.
+fn save_labels(dir: &Path, epoch: usize, history: &[Vec<f32>]) -> Result<(), String> {
+    let checkpoints = dir.join("checkpoint");
+    std::fs::create_dir_all(&checkpoints)
+        .map_err(|e| format!("cannot create {}: {e}", checkpoints.display()))?;
+    let json = serde_json::to_vec(history).map_err(|e| e.to_string())?;
+    write_atomically(&checkpoints.join(format!("labels-{epoch}.json")), &json)?;
+    if let Ok(entries) = std::fs::read_dir(&checkpoints) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(old) = name.to_str().and_then(|n| {
+                n.strip_prefix("labels-")?.strip_suffix(".json")?.parse::<usize>().ok()
+            }) else {
+                continue;
+            };
+            if old + 1 < epoch && !checkpoints.join(format!("model-{old}.mpk")).exists() {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads the label window saved with the checkpoint of `epoch`.
+fn load_labels(dir: &Path, epoch: usize) -> Result<Vec<Vec<f32>>, String> {
+    let path = dir.join("checkpoint").join(format!("labels-{epoch}.json"));
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    serde_json::from_str(&text)
+        .map_err(|e| format!("{}: expected a list of group-probability rows: {e}", path.display()))
+}
+
 /// A training run on one backend: the configuration and where it writes.
 #[derive(Debug, Clone)]
 pub struct TrainRun {
@@ -212,6 +330,9 @@ pub struct TrainRun {
     pub out: PathBuf,
     /// No dashboard (runs inside an ablation).
     pub quiet: bool,
+    /// Continue the run in `out` from its newest complete checkpoint (from the start when it
+    /// has none); `out/config.json` must hold the same configuration.
+    pub resume: bool,
 }
 
 /// What a finished run leaves behind.
@@ -263,49 +384,165 @@ fn split_indices(config: &TrainConfig) -> (Vec<usize>, Vec<usize>) {
     (train, valid)
 }
 
+/// Where Burn runs the steps: one device, or `devices` replicas with the optimiser on the
+/// first. CPU backends have one device, which every replica shares; GPU replicas take the
+/// device indices that follow the given one.
+fn execution_strategy<B: AutodiffBackend>(
+    device: &B::Device,
+    devices: usize,
+) -> ExecutionStrategy<B> {
+    if devices <= 1 {
+        return ExecutionStrategy::single(device.clone());
+    }
+    let first = DeviceIds::to_id(device);
+    let list = (0..devices as u16)
+        .map(|k| {
+            <B::Device as DeviceIds>::from_id(DeviceId {
+                type_id: first.type_id,
+                index_id: first.index_id + k,
+            })
+        })
+        .collect();
+    ExecutionStrategy::multi(list, MultiDeviceOptim::OptimMainDevice)
+}
+
+/// Creates the run directory or, with `resume`, checks that it holds this configuration.
+/// Returns the epoch of the checkpoint to resume from. A directory that already holds
+/// checkpoints is only reused with `resume`, so an earlier run is never overwritten by accident.
+fn prepare_run_dir(
+    config: &TrainConfig,
+    out: &Path,
+    resume: bool,
+) -> Result<Option<usize>, String> {
+    let saved = out.join("config.json");
+    if resume {
+        let prior = read_config(&saved)
+            .map_err(|e| format!("resume=true: {} is not a run to continue: {e}", out.display()))?;
+        let ours = serde_json::to_value(config).map_err(|e| e.to_string())?;
+        let theirs = serde_json::to_value(&prior).map_err(|e| e.to_string())?;
+        if ours != theirs {
+            let differing: Vec<String> = config_key_paths(&ours)
+                .into_iter()
+                .filter(|k| {
+                    let pointer = format!("/{}", k.replace('.', "/"));
+                    ours.pointer(&pointer) != theirs.pointer(&pointer)
+                        && !ours.pointer(&pointer).is_some_and(|v| v.is_object())
+                })
+                .collect();
+            return Err(format!(
+                "resume=true: the configuration differs from {} in {}; resume with the saved \
+                 configuration (give no model or training keys) or choose another out=",
+                saved.display(),
+                differing.join(", ")
+            ));
+        }
+        return Ok(last_checkpoint(out));
+    }
+    if out.join("checkpoint").is_dir() {
+        return Err(format!(
+            "{} already holds the checkpoints of a run: resume=true continues it; to start \
+             again, choose another out= or delete that directory",
+            out.display()
+        ));
+    }
+    std::fs::create_dir_all(out)
+        .map_err(|e| format!("cannot create run directory {}: {e}", out.display()))?;
+    save_config(config, out)?;
+    Ok(None)
+}
+
 impl BackendJob for TrainRun {
     type Output = Result<TrainOutcome, String>;
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<TrainOutcome, String> {
         let config = self.config;
         config.validate().map_err(|e| e.to_string())?;
-        std::fs::create_dir_all(&self.out)
-            .map_err(|e| format!("cannot create run directory {}: {e}", self.out.display()))?;
-        save_config(&config, &self.out)?;
+        let resume_from = prepare_run_dir(&config, &self.out, self.resume)?;
+        if !self.quiet {
+            if let Some(epoch) = resume_from {
+                eprintln!("resume: {} from the checkpoint of epoch {epoch}", self.out.display());
+            } else if self.resume {
+                eprintln!("resume: {} has no complete checkpoint; starting", self.out.display());
+            }
+        }
+        let done_epochs = resume_from.unwrap_or(0);
         let started = Instant::now();
 
         let faces = SynthDataset::new(config.data.clone()).map_err(|e| e.to_string())?;
         let (train_idx, valid_idx) = split_indices(&config);
-        let train = SelectionDataset::<SynthDataset, FaceItem>::from_indices_checked(
-            faces.clone(),
-            train_idx,
+        let train: Arc<dyn Dataset<FaceItem>> =
+            Arc::new(SelectionDataset::<SynthDataset, FaceItem>::from_indices_checked(
+                faces.clone(),
+                train_idx,
+            ));
+        let valid: Arc<dyn Dataset<FaceItem>> = Arc::new(
+            SelectionDataset::<SynthDataset, FaceItem>::from_indices_checked(faces, valid_idx),
         );
-        let valid =
-            SelectionDataset::<SynthDataset, FaceItem>::from_indices_checked(faces, valid_idx);
-        let train_loader = DataLoaderBuilder::new(FaceBatcher::new(true, config.seed))
-            .batch_size(config.batch)
-            .shuffle(config.seed)
-            .num_workers(config.workers)
-            .build(train);
-        let valid_loader = DataLoaderBuilder::new(FaceBatcher::new(false, config.seed))
-            .batch_size(config.batch)
-            .num_workers(config.workers)
-            .build(valid);
 
         let mut model = seeded_model::<B>(&config, &device);
-        if let Some(init) = &config.init {
-            let init = Path::new(init);
-            if init.is_dir() {
-                model.model.backbone = load_backbone::<B>(init, &config, &device)?;
-            } else {
-                let (loaded, report) = crate::interop::load_into(model.model, &config.model, init)
-                    .map_err(|e| format!("init: {e}"))?;
-                model.model = loaded;
-                if !self.quiet {
-                    eprintln!("init: {}: {}", init.display(), report.describe());
+        if resume_from.is_none() {
+            if let Some(init) = &config.init {
+                let init = Path::new(init);
+                if init.is_dir() {
+                    model.model.backbone = load_backbone::<B>(init, &config, &device)?;
+                } else {
+                    let (loaded, report) =
+                        crate::interop::load_into(model.model, &config.model, init)
+                            .map_err(|e| format!("init: {e}"))?;
+                    model.model = loaded;
+                    if !self.quiet {
+                        eprintln!("init: {}: {}", init.display(), report.describe());
+                    }
                 }
             }
         }
+        if let Some(epoch) = resume_from {
+            let history = load_labels(&self.out, epoch)?;
+            model.labeler.lock().map_err(|_| "label window lock poisoned")?.restore(&history);
+        }
+
+        // Each epoch starts by saving the label window the previous epoch's checkpoint needs,
+        // and by reseeding the backend (dropout), so a resumed epoch draws what it drew before.
+        let hook = {
+            let labeler = model.labeler.clone();
+            let dir = self.out.clone();
+            let device = device.clone();
+            let seed = config.seed;
+            Arc::new(move |epoch: usize| {
+                if epoch > 1 {
+                    let history = labeler.lock().map(|l| l.history()).unwrap_or_default();
+                    if let Err(e) = save_labels(&dir, epoch - 1, &history) {
+                        eprintln!("error: {e}");
+                    }
+                }
+                let _guard = INIT_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                B::seed(&device, crate::data::rng::hash3(seed, 0xD0_0047, epoch as u64));
+            })
+        };
+        let train_loader = Arc::new(
+            EpochLoader::<B>::new(
+                train,
+                config.batch,
+                true,
+                true,
+                config.seed,
+                config.workers,
+                done_epochs + 1,
+                device.clone(),
+            )
+            .with_epoch_hook(hook),
+        );
+        let valid_loader = Arc::new(EpochLoader::<B::InnerBackend>::new(
+            valid,
+            config.batch,
+            false,
+            false,
+            config.seed,
+            config.workers,
+            done_epochs + 1,
+            device.clone(),
+        ));
+
         let schedule = config.schedule().map_err(|e| e.to_string())?;
         let mut training = SupervisedTraining::new(&self.out, train_loader, valid_loader)
             .metrics((LossMetric::new(), AccuracyMetric::new()))
@@ -316,13 +553,46 @@ impl BackendJob for TrainRun {
             .metric_train_numeric(GroupFaceMetric::new(GroupFaceQuantity::LargestGroupShare))
             .metric_train_numeric(GroupFaceMetric::new(GroupFaceQuantity::GroupEntropy))
             .metric_train_numeric(LearningRateMetric::new())
-            .with_file_checkpointer(RunRecorder::new())
+            .with_file_checkpointer(AtomicRecorder::default())
+            .with_training_strategy(TrainingStrategy::Default(execution_strategy::<B>(
+                &device,
+                config.devices,
+            )))
             .num_epochs(config.epochs)
             .summary();
+        if let Some(epoch) = resume_from {
+            training = training.checkpoint(epoch);
+        }
+        model.guard = Arc::new(StepGuard::new(
+            config.steps_per_epoch(),
+            done_epochs * config.steps_per_epoch(),
+            config.clip_grad_norm,
+            config.devices,
+            training.interrupter(),
+        ));
+        let guard = model.guard.clone();
         if self.quiet {
             training = training.renderer(QuietRenderer);
         }
         let result = training.launch(Learner::new(model, config.optimizer().init(), schedule));
+        if let Some(failure) = guard.failure() {
+            let mut renderer = result.renderer;
+            renderer.manual_close();
+            let checkpoint = match last_checkpoint(&self.out) {
+                Some(epoch) => format!(
+                    "the checkpoint of epoch {epoch} in {} is the last good state \
+                     (resume=true continues from it)",
+                    self.out.join("checkpoint").display()
+                ),
+                None => "no epoch had finished, so there is no checkpoint".to_string(),
+            };
+            return Err(format!(
+                "training stopped at {failure}; nothing of that step was applied and no model \
+                 was written; {checkpoint}. Try a lower lr (now {}), a longer warmup (now {} \
+                 epochs), or clip_grad_norm=5 (now {})",
+                config.lr, config.warmup, config.clip_grad_norm
+            ));
+        }
         let model_path = self.out.join("model");
         save_atomically(&result.model, &model_path)?;
         // The same weights for PyTorch (and for `init=`/`eval init=`), with insightface's keys.
@@ -499,7 +769,8 @@ pub fn save_config(config: &TrainConfig, dir: &Path) -> Result<(), String> {
 /// file that lacks a field, so [`read_config`] inserts these before parsing: without them every
 /// added field would orphan every earlier run. `config_keys_are_migrated` in `tests/math.rs`
 /// fails when a field is added without an entry here.
-pub const ADDED_CONFIG_FIELDS: &[(&[&str], &str)] = &[(&["eval", "distractors"], "200")];
+pub const ADDED_CONFIG_FIELDS: &[(&[&str], &str)] =
+    &[(&["eval", "distractors"], "200"), (&["clip_grad_norm"], "0.0"), (&["devices"], "1")];
 
 /// Reads a run's `config.json`, filling in [`ADDED_CONFIG_FIELDS`] that an older file lacks.
 /// Any other missing or malformed field is an error naming the file.

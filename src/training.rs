@@ -1,10 +1,13 @@
 //! What training optimises: the model together with the trainable parts of its loss.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::optim::{GradientsParams, Optimizer, SgdConfig};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
+use burn::train::Interrupter;
 
 use crate::labels::{GroupLabeler, LabelMethod};
 use crate::loss::{Criterion, CriterionConfig, LossTerms};
@@ -22,6 +25,10 @@ pub struct TrainModel<B: Backend> {
     /// Group labels for the self-grouping loss; shared by clones of the model.
     #[module(skip)]
     pub labeler: Arc<Mutex<GroupLabeler>>,
+    /// The step counter, the non-finite-loss guard, gradient clipping and the data-parallel
+    /// loss scale; shared by clones of the model (one per device).
+    #[module(skip)]
+    pub guard: Arc<StepGuard>,
 }
 
 impl<B: Backend> TrainModel<B> {
@@ -37,6 +44,7 @@ impl<B: Backend> TrainModel<B> {
             model: model.init(device),
             criterion: criterion.init(device),
             labeler: Arc::new(Mutex::new(GroupLabeler::new(labels, label_window))),
+            guard: Arc::new(StepGuard::default()),
         }
     }
 
@@ -82,4 +90,174 @@ pub fn paper_sgd() -> SgdConfig {
     SgdConfig::new()
         .with_momentum(Some(momentum))
         .with_weight_decay(Some(burn::optim::decay::WeightDecayConfig::new(5e-4)))
+}
+
+/// Where a training step found a loss that is not finite.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NonFinite {
+    /// Optimiser step, counted from 1 over the whole run (a resumed run continues the count).
+    pub step: usize,
+    /// Epoch (from 1) and batch within it (from 1).
+    pub epoch: usize,
+    /// Batch within the epoch, from 1.
+    pub batch: usize,
+    /// The first term that is not finite: `L1 (margin softmax)`, `L2 (self-grouping)` or,
+    /// when both are finite, `the Center loss` (the only other part of the total).
+    pub term: &'static str,
+    /// Total loss, L1 and L2 of the step.
+    pub values: [f32; 3],
+}
+
+impl std::fmt::Display for NonFinite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let [total, l1, l2] = self.values;
+        write!(
+            f,
+            "step {} (epoch {}, batch {}): {} is not finite (total {total}, L1 {l1}, L2 {l2})",
+            self.step, self.epoch, self.batch, self.term
+        )
+    }
+}
+
+/// What the training steps of one run share: a step counter, the guard that stops training
+/// at the first loss that is not finite, the gradient-norm limit and the loss scale of
+/// data-parallel replicas.
+#[derive(Default)]
+pub struct StepGuard {
+    steps: AtomicUsize,
+    per_epoch: usize,
+    clip_grad_norm: f64,
+    replicas: usize,
+    failure: Mutex<Option<NonFinite>>,
+    interrupter: Option<Interrupter>,
+}
+
+impl std::fmt::Debug for StepGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StepGuard")
+            .field("steps", &self.steps.load(Ordering::Relaxed))
+            .field("per_epoch", &self.per_epoch)
+            .field("clip_grad_norm", &self.clip_grad_norm)
+            .field("replicas", &self.replicas)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StepGuard {
+    /// A guard for a run of `per_epoch` optimiser steps per epoch that has already taken
+    /// `done` steps (a resumed run), clipping the global gradient norm at `clip_grad_norm`
+    /// (0: off) and scaling each replica's loss by `1 / replicas`, so that the gradients Burn
+    /// sums over devices are those of the mean loss over the global batch. The interrupter
+    /// stops the Learner after a non-finite loss.
+    pub fn new(
+        per_epoch: usize,
+        done: usize,
+        clip_grad_norm: f64,
+        replicas: usize,
+        interrupter: Interrupter,
+    ) -> Self {
+        Self {
+            steps: AtomicUsize::new(done * replicas.max(1)),
+            per_epoch: per_epoch.max(1),
+            clip_grad_norm,
+            replicas: replicas.max(1),
+            failure: Mutex::new(None),
+            interrupter: Some(interrupter),
+        }
+    }
+
+    /// The first non-finite loss met, if any.
+    pub fn failure(&self) -> Option<NonFinite> {
+        self.failure.lock().ok().and_then(|f| f.clone())
+    }
+
+    /// Counts the step and checks its loss terms `[total, L1, L2]`. On the first non-finite
+    /// value it records where, stops the Learner, and returns false: the caller must not
+    /// apply this step's gradients.
+    pub fn check(&self, values: [f32; 3]) -> bool {
+        // Replica steps of one optimiser step share its number.
+        let step = self.steps.fetch_add(1, Ordering::SeqCst) / self.replicas + 1;
+        if values.iter().all(|v| v.is_finite()) {
+            return true;
+        }
+        let term = if !values[1].is_finite() {
+            "L1 (margin softmax)"
+        } else if !values[2].is_finite() {
+            "L2 (self-grouping)"
+        } else {
+            "the Center loss"
+        };
+        let failure = NonFinite {
+            step,
+            epoch: (step - 1) / self.per_epoch + 1,
+            batch: (step - 1) % self.per_epoch + 1,
+            term,
+            values,
+        };
+        if let Ok(mut slot) = self.failure.lock() {
+            if slot.is_none() {
+                *slot = Some(failure.clone());
+            }
+        }
+        if let Some(interrupter) = &self.interrupter {
+            interrupter.stop(Some(&failure.to_string()));
+        }
+        false
+    }
+
+    /// The limit of the global gradient norm (0: no clipping).
+    pub fn clip_grad_norm(&self) -> f64 {
+        self.clip_grad_norm
+    }
+
+    /// Number of data-parallel replicas (1 on one device).
+    pub fn replicas(&self) -> usize {
+        self.replicas.max(1)
+    }
+}
+
+/// Scales the gradients of `module`'s parameters so that their global L2 norm
+/// `sqrt(sum_p ||g_p||^2)` is at most `max`, as `torch.nn.utils.clip_grad_norm_` does
+/// (factor `max / (norm + 1e-6)`, applied only when it is below 1). Returns the norm before
+/// clipping. Gradients of parameters outside `module` are left alone.
+pub fn clip_grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
+    module: &M,
+    grads: &mut GradientsParams,
+    max: f64,
+) -> f64 {
+    struct SquaredNorm<'a, B: AutodiffBackend> {
+        grads: &'a GradientsParams,
+        total: Option<Tensor<B::InnerBackend, 1>>,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for SquaredNorm<'_, B> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
+                let squares = g.powi_scalar(2).sum();
+                self.total = Some(match self.total.take() {
+                    Some(total) => total + squares,
+                    None => squares,
+                });
+            }
+        }
+    }
+    struct Scale<'a> {
+        grads: &'a mut GradientsParams,
+        factor: f64,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Scale<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            if let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) {
+                self.grads.register(param.id, g.mul_scalar(self.factor));
+            }
+        }
+    }
+    let mut norm = SquaredNorm::<B> { grads, total: None };
+    module.visit(&mut norm);
+    let Some(total) = norm.total else { return 0.0 };
+    let norm = (total.into_scalar().elem::<f64>()).sqrt();
+    let factor = max / (norm + 1e-6);
+    if factor < 1.0 {
+        module.visit(&mut Scale { grads, factor });
+    }
+    norm
 }

@@ -47,7 +47,7 @@ fn tiny_config(groups: usize) -> TrainConfig {
 #[test]
 fn train_writes_the_run_and_eval_reproduces_its_report() {
     let dir = temp_dir("pipeline-train");
-    let run = TrainRun { config: tiny_config(4), out: dir.clone(), quiet: true };
+    let run = TrainRun { config: tiny_config(4), out: dir.clone(), quiet: true, resume: false };
     let outcome = train(backend(), 0, run).expect("training runs");
     for file in [
         "config.json",
@@ -232,7 +232,11 @@ fn concurrent_runs_of_one_seed_agree() {
             .map(|i| {
                 let out = dir.join(format!("run{i}"));
                 scope.spawn(move || {
-                    train(backend(), 0, TrainRun { config: tiny_config(4), out, quiet: true })
+                    train(
+                        backend(),
+                        0,
+                        TrainRun { config: tiny_config(4), out, quiet: true, resume: false },
+                    )
                 })
             })
             .collect();
@@ -246,18 +250,24 @@ fn concurrent_runs_of_one_seed_agree() {
 fn two_stage_recipe_starts_from_the_baseline_trunk() {
     let dir = temp_dir("pipeline-init");
     let baseline = dir.join("baseline");
-    train(backend(), 0, TrainRun { config: tiny_config(0), out: baseline.clone(), quiet: true })
-        .expect("baseline trains");
+    train(
+        backend(),
+        0,
+        TrainRun { config: tiny_config(0), out: baseline.clone(), quiet: true, resume: false },
+    )
+    .expect("baseline trains");
     let config = tiny_config(4).with_init(Some(baseline.display().to_string())).with_epochs(1);
-    let outcome = train(backend(), 0, TrainRun { config, out: dir.join("gf"), quiet: true })
-        .expect("GroupFace trains from the baseline");
+    let outcome =
+        train(backend(), 0, TrainRun { config, out: dir.join("gf"), quiet: true, resume: false })
+            .expect("GroupFace trains from the baseline");
     assert!(outcome.report.groups.is_some());
 
     // A backbone of another shape is refused, naming both.
     let mut config = tiny_config(4).with_init(Some(baseline.display().to_string()));
     config.model.backbone.blocks = vec![2, 1, 1, 1];
     let err =
-        train(backend(), 0, TrainRun { config, out: dir.join("bad"), quiet: true }).unwrap_err();
+        train(backend(), 0, TrainRun { config, out: dir.join("bad"), quiet: true, resume: false })
+            .unwrap_err();
     assert!(err.contains("blocks [1, 1, 1, 1]") && err.contains("blocks [2, 1, 1, 1]"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }

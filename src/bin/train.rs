@@ -72,6 +72,24 @@ fn spec() -> Spec {
         key("seed", Some("0"), "integer", "seed of the weights, shuffle and flips"),
         key("workers", Some("1"), "integer > 0", "data loader threads"),
         key(
+            "clip_grad_norm",
+            Some("0"),
+            "number >= 0",
+            "limit of the global gradient L2 norm (insightface: 5; 0: off)",
+        ),
+        key(
+            "devices",
+            Some("1"),
+            "integer >= 1",
+            "data-parallel replicas, each with batch= images (GPUs device.., device+1, ..)",
+        ),
+        key(
+            "resume",
+            Some("false"),
+            "true|false",
+            "continue the run in out= from its last checkpoint (its config.json is used)",
+        ),
+        key(
             "backend",
             None,
             "a compiled backend: ndarray|flex|wgpu|cuda",
@@ -142,7 +160,9 @@ fn config_from_args(args: &cli::Args) -> Result<TrainConfig, CliError> {
         .with_momentum(args.get("momentum")?)
         .with_weight_decay(args.get("weight_decay")?)
         .with_seed(args.get("seed")?)
-        .with_workers(args.get("workers")?);
+        .with_workers(args.get("workers")?)
+        .with_clip_grad_norm(args.get("clip_grad_norm")?)
+        .with_devices(args.get("devices")?);
     Ok(config)
 }
 
@@ -161,14 +181,28 @@ impl From<CliError> for Failure {
 fn run() -> Result<(), Failure> {
     let spec = spec();
     let args = spec.parse(std::env::args().skip(1))?;
-    let config = match args.raw("config") {
+    let resume = args.raw("resume").unwrap_or("false");
+    let resume = parse_bool(resume).ok_or_else(|| args.bad("resume", resume))?;
+    let out: PathBuf = args.get("out")?;
+    let saved = out.join("config.json");
+    let file = match args.raw("config") {
+        Some(file) => Some(file.to_string()),
+        None if resume => Some(saved.display().to_string()),
+        None => None,
+    };
+    let config = match file.as_deref() {
         Some(file) => {
-            let fixed = ["config", "out", "backend", "device"];
+            let fixed = ["config", "out", "backend", "device", "resume"];
             if let Some(key) =
                 spec.keys.iter().map(|k| k.name).find(|k| !fixed.contains(k) && args.given(k))
             {
                 let value = args.raw(key).unwrap_or("").into();
-                return Err(bad(key, value, "nothing: config= fixes every setting".into()).into());
+                return Err(bad(
+                    key,
+                    value,
+                    "nothing: config= and resume=true fix every setting".into(),
+                )
+                .into());
             }
             groupface::train::read_config(std::path::Path::new(file))
                 .map_err(|e| bad("config", file.into(), format!("a readable config.json ({e})")))?
@@ -180,9 +214,8 @@ fn run() -> Result<(), Failure> {
         Some(value) => value.parse().map_err(|e: String| bad("backend", value.into(), e))?,
         None => BackendKind::default_cpu().expect("at least one backend is compiled"),
     };
-    let out: PathBuf = args.get("out")?;
     let device = args.get("device")?;
-    let run = TrainRun { config, out, quiet: false };
+    let run = TrainRun { config, out, quiet: false, resume };
     let outcome = train::train(backend, device, run).map_err(Failure::Run)?;
     let report = &outcome.report;
     println!(

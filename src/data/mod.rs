@@ -12,6 +12,7 @@
 pub mod dataset;
 pub mod error;
 pub mod folder;
+pub mod loader;
 pub mod recordio;
 pub mod rng;
 pub mod synth;
