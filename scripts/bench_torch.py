@@ -16,8 +16,8 @@ Usage (key=value like the Rust binaries; `backbone` and `groups` take comma-sepa
 Prints one JSON object per configuration with the Rust bench's fields (backbone, groups, mode,
 batch, steps, backend, side, images_per_second, step_seconds, peak_memory_bytes, last_loss) and
 PyTorch's extras (framework, device, amp, compile, threads, classes, warmup, torch).
-`peak_memory_bytes` is the process's peak RSS (`ru_maxrss`) on CPU, the same quantity as the Rust
-bench's VmHWM, and so, as there, it covers the whole process: configurations run later in one
+`peak_memory_bytes` is the process's peak RSS (VmHWM) on CPU, the same quantity as the Rust
+bench's, and so, as there, it covers the whole process: configurations run later in one
 invocation include the peaks of earlier ones. On CUDA it is `torch.cuda.max_memory_allocated()`,
 reset before each configuration (device memory, unlike the Rust bench's host-only figure).
 """
@@ -146,9 +146,20 @@ def model_config(values: dict[str, str | None], backbone: str, groups: int) -> G
 
 
 def peak_memory_bytes(device: torch.device) -> int:
-    """CPU: peak RSS of the process (ru_maxrss is in KiB on Linux); CUDA: peak allocated."""
+    """CPU: peak RSS of the process; CUDA: peak allocated.
+
+    On Linux the CPU figure is VmHWM, as in the Rust bench. `ru_maxrss` would be wrong when
+    `bench torch=true` starts this script: it keeps the parent's peak from before `exec`.
+    """
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 

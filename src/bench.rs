@@ -222,3 +222,165 @@ impl BackendJob for Rank1Bench {
         })
     }
 }
+
+/// The same configuration measured in PyTorch eager by `scripts/bench_torch.py`, run as a
+/// child process, so that one `bench` invocation prints both frameworks side by side.
+#[derive(Debug, Clone)]
+pub struct TorchReference {
+    /// The Python interpreter (with torch installed).
+    pub python: String,
+    /// Path of `scripts/bench_torch.py`.
+    pub script: std::path::PathBuf,
+    /// `cpu` or `cuda:N`.
+    pub device: String,
+    /// `none` or `bf16` (autocast of the forward pass).
+    pub amp: String,
+    /// Model keys given to `bench` (mode, combine, widths), passed on unchanged.
+    pub model_args: Vec<String>,
+}
+
+/// One row of the side-by-side table: the same model, batch and machine in both frameworks.
+#[derive(Debug, Clone, Serialize)]
+pub struct SideBySide {
+    /// Backbone preset.
+    pub backbone: String,
+    /// Groups K.
+    pub groups: usize,
+    /// `soft` or `hard`.
+    pub mode: String,
+    /// Images per step.
+    pub batch: usize,
+    /// Input side.
+    pub side: usize,
+    /// Burn backend.
+    pub backend: String,
+    /// Burn training images per second.
+    pub burn_images_per_second: f64,
+    /// PyTorch training images per second.
+    pub torch_images_per_second: f64,
+    /// Burn / PyTorch: above 1, Burn is faster.
+    pub ratio: f64,
+    /// Burn's peak memory (see [`BenchResult::peak_memory_bytes`]).
+    pub burn_peak_memory_bytes: Option<u64>,
+    /// PyTorch's peak memory (peak RSS of its process on CPU, peak allocated on CUDA).
+    pub torch_peak_memory_bytes: Option<u64>,
+    /// PyTorch device, autocast, threads and version.
+    pub torch: String,
+    /// Where both ran.
+    pub machine: String,
+}
+
+impl TorchReference {
+    /// Runs the script for `case` and returns its JSON object.
+    pub fn measure(&self, case: &BenchCase) -> Result<serde_json::Value, String> {
+        let mut command = std::process::Command::new(&self.python);
+        command.arg(&self.script).args([
+            format!("backbone={}", case.backbone),
+            format!("groups={}", case.model.groups),
+            format!("batch={}", case.batch),
+            format!("steps={}", case.steps),
+            format!("warmup={}", case.warmup),
+            format!("classes={}", case.classes),
+            format!("device={}", self.device),
+            format!("amp={}", self.amp),
+        ]);
+        command.args(&self.model_args);
+        if self.device == "cpu" {
+            // The Burn CPU backends use every core; so does this.
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            command.arg(format!("threads={cores}"));
+        }
+        let shown = format!("{} {}", self.python, self.script.display());
+        let output = command
+            .output()
+            .map_err(|e| format!("cannot run `{shown}`: {e} (torch=false skips PyTorch)"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "`{shown}` failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let line = stdout
+            .lines()
+            .rev()
+            .find(|l| l.trim_start().starts_with('{'))
+            .ok_or_else(|| format!("`{shown}` printed no JSON object"))?;
+        serde_json::from_str(line).map_err(|e| format!("`{shown}` printed bad JSON ({e}): {line}"))
+    }
+
+    /// Measures `case` in PyTorch and pairs it with Burn's `result`.
+    pub fn compare(&self, case: &BenchCase, result: &BenchResult) -> Result<SideBySide, String> {
+        let torch = self.measure(case)?;
+        let torch_ips = torch["images_per_second"]
+            .as_f64()
+            .ok_or_else(|| format!("PyTorch's result has no images_per_second: {torch}"))?;
+        Ok(SideBySide {
+            backbone: result.backbone.clone(),
+            groups: result.groups,
+            mode: result.mode.clone(),
+            batch: result.batch,
+            side: result.side,
+            backend: result.backend.clone(),
+            burn_images_per_second: result.images_per_second,
+            torch_images_per_second: torch_ips,
+            ratio: result.images_per_second / torch_ips,
+            burn_peak_memory_bytes: result.peak_memory_bytes,
+            torch_peak_memory_bytes: torch["peak_memory_bytes"].as_u64(),
+            torch: format!(
+                "torch {} {} amp={} threads={}",
+                torch["torch"].as_str().unwrap_or("?"),
+                torch["device"].as_str().unwrap_or("?"),
+                torch["amp"].as_str().unwrap_or("?"),
+                torch["threads"]
+            ),
+            machine: machine(),
+        })
+    }
+}
+
+/// This machine in a few words: CPU model and core count (and nothing about GPUs, which the
+/// backend names).
+pub fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    format!("{cores} cores, {model}")
+}
+
+/// The side-by-side rows as a Markdown table (memory in MiB).
+pub fn side_by_side_table(rows: &[SideBySide]) -> String {
+    let mib = |b: Option<u64>| b.map_or("-".into(), |b| format!("{:.0}", b as f64 / 1048576.0));
+    let mut table = String::from(
+        "| backend | model | batch | Burn images/s | PyTorch images/s | ratio | Burn peak MiB | \
+         PyTorch peak MiB | PyTorch | machine |\n|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        let model = if r.groups == 0 {
+            format!("{} baseline, {}px", r.backbone, r.side)
+        } else {
+            format!("{} K={} {}, {}px", r.backbone, r.groups, r.mode, r.side)
+        };
+        table.push_str(&format!(
+            "| {} | {model} | {} | {:.2} | {:.2} | {:.3} | {} | {} | {} | {} |\n",
+            r.backend,
+            r.batch,
+            r.burn_images_per_second,
+            r.torch_images_per_second,
+            r.ratio,
+            mib(r.burn_peak_memory_bytes),
+            mib(r.torch_peak_memory_bytes),
+            r.torch,
+            r.machine
+        ));
+    }
+    table
+}

@@ -5,8 +5,8 @@
 //! `cargo run --release --bin bench -- task=rank1 distractors=1000000 probes=1000 dim=512`
 
 use groupface::backend::{self, BackendKind};
-use groupface::bench::{BenchCase, Rank1Bench};
-use groupface::cli::{self, CliError, Key, Spec};
+use groupface::bench::{side_by_side_table, BenchCase, Rank1Bench, TorchReference};
+use groupface::cli::{self, parse_bool, CliError, Key, Spec};
 
 fn spec() -> Spec {
     let mut keys = cli::model_keys();
@@ -63,6 +63,30 @@ fn spec() -> Spec {
             accepts: "integer >= 0",
             help: "GPU index for wgpu/cuda",
         },
+        Key {
+            name: "torch",
+            default: Some("false"),
+            accepts: "true|false",
+            help: "also time PyTorch eager (scripts/bench_torch.py) and print both with the ratio",
+        },
+        Key {
+            name: "python",
+            default: Some("python3"),
+            accepts: "a Python with torch",
+            help: "torch=true: the interpreter",
+        },
+        Key {
+            name: "torch_script",
+            default: Some("scripts/bench_torch.py"),
+            accepts: "a path",
+            help: "torch=true: the PyTorch benchmark (run from the repository root)",
+        },
+        Key {
+            name: "torch_amp",
+            default: None,
+            accepts: "none|bf16",
+            help: "torch=true: PyTorch autocast (default: bf16 with backend=cuda, else none)",
+        },
     ]);
     Spec {
         program: "bench",
@@ -106,6 +130,25 @@ fn run() -> Result<(), CliError> {
             })
         }
     }
+    let torch = args.raw("torch").unwrap_or("false");
+    let torch = parse_bool(torch).ok_or_else(|| args.bad("torch", torch))?;
+    let device: usize = args.get("device")?;
+    let reference = torch.then(|| {
+        let cuda = backend == BackendKind::Cuda;
+        let model_keys =
+            ["mode", "combine", "input_side", "embedding", "shared", "gdn_hidden", "gdn_feature"];
+        TorchReference {
+            python: args.raw("python").unwrap_or("python3").to_string(),
+            script: args.raw("torch_script").unwrap_or("scripts/bench_torch.py").into(),
+            device: if cuda { format!("cuda:{device}") } else { "cpu".into() },
+            amp: args.raw("torch_amp").unwrap_or(if cuda { "bf16" } else { "none" }).to_string(),
+            model_args: model_keys
+                .iter()
+                .filter_map(|k| args.raw(k).filter(|_| args.given(k)).map(|v| format!("{k}={v}")))
+                .collect(),
+        }
+    });
+    let mut rows = Vec::new();
     let names: Vec<String> = args.get_list("backbone")?;
     for name in names {
         let mut one = args.clone();
@@ -119,10 +162,19 @@ fn run() -> Result<(), CliError> {
             warmup: args.get("warmup")?,
             backend: backend.to_string(),
         };
-        let result = backend::run(backend, args.get("device")?, case).map_err(|e| {
+        let result = backend::run(backend, device, case.clone()).map_err(|e| {
             CliError::BadValue { key: "backend".into(), value: backend.to_string(), accepts: e }
         })?;
         println!("{}", serde_json::to_string(&result).expect("result serialises"));
+        if let Some(reference) = &reference {
+            let row = reference.compare(&case, &result).map_err(CliError::Run)?;
+            println!("{}", serde_json::to_string(&row).expect("row serialises"));
+            rows.push(row);
+        }
+    }
+    if !rows.is_empty() {
+        // The table goes to stderr, so stdout stays one JSON object per line.
+        eprint!("{}", side_by_side_table(&rows));
     }
     Ok(())
 }
