@@ -2,47 +2,15 @@
 //! what it promises, evaluation of the saved model reproduces the run's report, and the
 //! ablation runner skips finished runs.
 
-use std::path::PathBuf;
+mod common;
 
+use common::{backend, small_eval, temp_dir, tiny_config};
 use groupface::ablation::{parse_groups, run_grid, write_outputs, Grid, Preset};
-use groupface::backend::BackendKind;
-use groupface::data::synth::SynthConfig;
-use groupface::evaluate::{evaluate_run, EmbedJob, EvalData, EvalJob, SynthEvalConfig};
+use groupface::evaluate::{evaluate_run, EmbedJob, EvalData, EvalJob};
 use groupface::labels::LabelMethod;
-use groupface::loss::{CriterionConfig, MarginSoftmaxConfig};
-use groupface::model::{Combine, GroupFaceConfig, GroupMode};
-use groupface::schedule::ScheduleKind;
+use groupface::model::{Combine, GroupMode};
 use groupface::similarity::SimilarityKind;
-use groupface::train::{train, TrainConfig, TrainRun};
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("groupface-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn backend() -> BackendKind {
-    BackendKind::default_cpu().expect("a CPU backend is compiled")
-}
-
-/// Held-out set of 4 identities x 3 images: C(12, 2) = 66 pairs, 4·C(3, 2) = 12 positive.
-fn small_eval() -> SynthEvalConfig {
-    SynthEvalConfig::new().with_identities(4).with_images_per_identity(3).with_pairs(20)
-}
-
-fn tiny_config(groups: usize) -> TrainConfig {
-    let model = GroupFaceConfig::tiny(groups);
-    let data =
-        SynthConfig { identities: 8, images_per_identity: 6, side: 32, ..SynthConfig::default() };
-    let criterion = CriterionConfig::new(MarginSoftmaxConfig::new(8, model.output_width()));
-    TrainConfig::new(model, criterion, data)
-        .with_epochs(2)
-        .with_batch(16)
-        .with_schedule(ScheduleKind::Linear)
-        .with_warmup(0.5)
-        .with_eval(small_eval())
-}
+use groupface::train::{train, TrainRun};
 
 #[test]
 fn train_writes_the_run_and_eval_reproduces_its_report() {

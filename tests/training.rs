@@ -5,16 +5,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
 use common::*;
-use groupface::backend::BackendKind;
-use groupface::data::synth::SynthConfig;
-use groupface::evaluate::SynthEvalConfig;
 use groupface::labels::{GroupLabeler, LabelMethod};
 use groupface::loss::{CriterionConfig, MarginSoftmaxConfig};
 use groupface::model::GroupFaceConfig;
@@ -22,34 +19,6 @@ use groupface::schedule::ScheduleKind;
 use groupface::train::{train, TrainConfig, TrainRun};
 use groupface::training::{clip_grad_norm, TrainModel};
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("groupface-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn backend() -> BackendKind {
-    BackendKind::default_cpu().expect("a CPU backend is compiled")
-}
-
-/// Tiny model, 8 identities x 6 images (4 train, 2 valid), 4 held-out identities.
-fn tiny_config(groups: usize) -> TrainConfig {
-    let model = GroupFaceConfig::tiny(groups);
-    let data =
-        SynthConfig { identities: 8, images_per_identity: 6, side: 32, ..SynthConfig::default() };
-    let criterion = CriterionConfig::new(MarginSoftmaxConfig::new(8, model.output_width()));
-    TrainConfig::new(model, criterion, data)
-        .with_epochs(2)
-        .with_batch(16)
-        .with_schedule(ScheduleKind::Linear)
-        .with_warmup(0.5)
-        .with_eval(
-            SynthEvalConfig::new().with_identities(4).with_images_per_identity(3).with_pairs(20),
-        )
-}
-
-// ANCHOR: resume_args
 /// The `train` binary's arguments for the resume test: 5 epochs of 4 steps.
 fn resume_args(out: &Path) -> Vec<String> {
     [
@@ -69,7 +38,6 @@ fn resume_args(out: &Path) -> Vec<String> {
     .chain([format!("out={}", out.display())])
     .collect()
 }
-// ANCHOR_END: resume_args
 
 fn train_binary(args: &[String]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_train"));

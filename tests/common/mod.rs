@@ -1,7 +1,16 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+use std::path::PathBuf;
+
 use burn::prelude::*;
+use groupface::backend::BackendKind;
+use groupface::data::synth::SynthConfig;
+use groupface::evaluate::SynthEvalConfig;
+use groupface::loss::{CriterionConfig, MarginSoftmaxConfig};
+use groupface::model::GroupFaceConfig;
+use groupface::schedule::ScheduleKind;
+use groupface::train::TrainConfig;
 
 /// Runs a generic test body on every CPU backend compiled in, so both ndarray and flex are
 /// exercised by `cargo test`.
@@ -54,4 +63,36 @@ pub fn images<B: Backend>(batch: usize, side: usize, device: &B::Device) -> Tens
         })
         .collect();
     Tensor::from_data(TensorData::new(data, [batch, 3, side, side]), device)
+}
+
+/// A fresh directory under the system temporary directory, unique to this process.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("groupface-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The default CPU backend of this build.
+pub fn backend() -> BackendKind {
+    BackendKind::default_cpu().expect("a CPU backend is compiled")
+}
+
+/// Held-out set of 4 identities x 3 images: C(12, 2) = 66 pairs, 4·C(3, 2) = 12 positive.
+pub fn small_eval() -> SynthEvalConfig {
+    SynthEvalConfig::new().with_identities(4).with_images_per_identity(3).with_pairs(20)
+}
+
+/// Tiny model, 8 identities x 6 images (4 train, 2 valid), 2 epochs, a small held-out set.
+pub fn tiny_config(groups: usize) -> TrainConfig {
+    let model = GroupFaceConfig::tiny(groups);
+    let data =
+        SynthConfig { identities: 8, images_per_identity: 6, side: 32, ..SynthConfig::default() };
+    let criterion = CriterionConfig::new(MarginSoftmaxConfig::new(8, model.output_width()));
+    TrainConfig::new(model, criterion, data)
+        .with_epochs(2)
+        .with_batch(16)
+        .with_schedule(ScheduleKind::Linear)
+        .with_warmup(0.5)
+        .with_eval(small_eval())
 }
