@@ -7,12 +7,15 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::groups as group_stats;
 use crate::data::rng::{hash3, SplitMix64};
+use crate::data::source::{FaceSource, SourceSplit};
 use crate::data::synth::{SynthConfig, SynthFaces, ATTRIBUTE_NAMES};
 use crate::embed::{embed_pixels, Embeddings, HostMatrix};
 use crate::error::ConfigError;
@@ -130,17 +133,16 @@ impl RunReport {
 
 /// Rank-1 identification on held-out identities: gallery = image 0 of each, probes = the
 /// rest, against a growing number of distractors (one image each of further identities).
-fn synthetic_rank1<B: Backend>(
+fn held_out_rank1<B: Backend>(
     model: &GroupFace<B>,
-    faces: &SynthFaces,
-    data: &SynthConfig,
-    config: &SynthEvalConfig,
+    held: &HeldOut,
     embeddings: &Embeddings,
     batch: usize,
+    mode: Option<GroupMode>,
     device: &B::Device,
 ) -> Result<crate::eval::identification::Rank1Result, String> {
     use crate::eval::Matrix;
-    let per = config.images_per_identity;
+    let per = held.images_per_identity;
     let normalized = embeddings.embedding.normalized();
     let cols = normalized.cols;
     let (mut gallery, mut probes, mut gallery_labels, mut probe_labels) =
@@ -155,16 +157,12 @@ fn synthetic_rank1<B: Backend>(
             probe_labels.push(id);
         }
     }
-    let first = data.identities + config.identities;
-    let images: Vec<Vec<u8>> = (0..config.distractors)
-        .map(|d| faces.image(first + d, data.images_per_identity).into_raw())
-        .collect();
     let distractors = embed_pixels(
         model,
-        images.iter().map(|v| v.as_slice()),
-        data.side as usize,
+        held.distractors.iter().map(|v| v.as_slice()),
+        held.side,
         batch,
-        config.mode,
+        mode,
         device,
     )
     .embedding
@@ -180,6 +178,220 @@ fn synthetic_rank1<B: Backend>(
     )
     .map_err(|e| e.to_string())?;
     Ok(result)
+}
+
+/// The held-out faces a run is evaluated on: `identities × images_per_identity` images of
+/// identities never trained on (identity-major), the 10-fold verification pairs over them,
+/// and the distractors of rank-1 identification.
+#[derive(Clone)]
+pub struct HeldOut {
+    /// RGB pixels, `side · side · 3` bytes each, identity-major.
+    pub images: Vec<Vec<u8>>,
+    /// Held-out identity of each image, `0..identities`.
+    pub labels: Vec<usize>,
+    /// Image side in pixels.
+    pub side: usize,
+    /// Images of each identity.
+    pub images_per_identity: usize,
+    /// `(row_a, row_b, same)` of [`verification_pairs`].
+    pub pairs: Vec<(usize, usize, bool)>,
+    /// One image of each further identity, for rank-1 (empty for folders and `.rec`s, whose
+    /// other identities are trained on).
+    pub distractors: Vec<Vec<u8>>,
+    /// The generator's hidden attributes of each image (synthetic faces only).
+    pub attributes: Option<Vec<[u8; crate::data::synth::NUM_ATTRIBUTES]>>,
+    /// What the report's `settings` record about the protocol.
+    pub settings: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for HeldOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeldOut")
+            .field("images", &self.images.len())
+            .field("side", &self.side)
+            .field("pairs", &self.pairs.len())
+            .field("distractors", &self.distractors.len())
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+impl HeldOut {
+    /// The generator's identities `data.identities..` of the same seed, with image indices
+    /// past the trained ones, and further identities as distractors.
+    pub fn synthetic(data: &SynthConfig, config: &SynthEvalConfig) -> Result<Self, String> {
+        config.validate().map_err(|e| e.to_string())?;
+        let faces = SynthFaces::new(data.clone()).map_err(|e| e.to_string())?;
+        let first = data.identities;
+        let per = config.images_per_identity;
+        let mut images = Vec::with_capacity(config.identities * per);
+        let mut labels = Vec::with_capacity(config.identities * per);
+        let mut attributes = Vec::with_capacity(config.identities * per);
+        for id in 0..config.identities {
+            for index in 0..per {
+                // Image indices past the training ones, so no held-out image repeats a trained
+                // one.
+                images.push(faces.image(first + id, data.images_per_identity + index).into_raw());
+                labels.push(id);
+                attributes.push(faces.attributes(first + id));
+            }
+        }
+        let after = first + config.identities;
+        let distractors = (0..config.distractors)
+            .map(|d| faces.image(after + d, data.images_per_identity).into_raw())
+            .collect();
+        let mut settings = BTreeMap::new();
+        settings.insert("protocol".into(), "synthetic held-out identities".into());
+        settings.insert("first_identity".into(), first.to_string());
+        Ok(Self::assemble(images, labels, data.side as usize, config, distractors, settings)
+            .with_attributes(attributes))
+    }
+
+    /// The held-out identities of a folder or `.rec` split (their images, decoded now: an
+    /// image that cannot be read is an error naming it).
+    pub fn from_source(
+        source: &FaceSource,
+        split: &SourceSplit,
+        config: &SynthEvalConfig,
+    ) -> Result<Self, String> {
+        config.validate().map_err(|e| e.to_string())?;
+        let mut images = Vec::new();
+        let mut labels = Vec::new();
+        let mut side = 0;
+        for (id, (_, indices)) in split.held_out.iter().enumerate() {
+            for &index in indices.iter().take(config.images_per_identity) {
+                let item = source.load(index).map_err(|e| format!("held-out identity: {e}"))?;
+                side = item.side;
+                images.push(item.pixels);
+                labels.push(id);
+            }
+        }
+        let mut settings = BTreeMap::new();
+        settings.insert(
+            "protocol".into(),
+            format!("held-out identities of {}", source.path().display()),
+        );
+        let held: Vec<String> = split.held_out.iter().map(|(id, _)| id.to_string()).collect();
+        settings.insert("held_out_labels".into(), held.join(" "));
+        Ok(Self::assemble(images, labels, side, config, Vec::new(), settings))
+    }
+
+    fn assemble(
+        images: Vec<Vec<u8>>,
+        labels: Vec<usize>,
+        side: usize,
+        config: &SynthEvalConfig,
+        distractors: Vec<Vec<u8>>,
+        mut settings: BTreeMap<String, String>,
+    ) -> Self {
+        let per = config.images_per_identity;
+        let identities = labels.len() / per.max(1);
+        settings.insert("identities".into(), identities.to_string());
+        settings.insert("images_per_identity".into(), per.to_string());
+        settings.insert("distractors".into(), distractors.len().to_string());
+        Self {
+            pairs: verification_pairs(identities, per, config.pairs, config.seed),
+            images,
+            labels,
+            side,
+            images_per_identity: per,
+            distractors,
+            attributes: None,
+            settings,
+        }
+    }
+
+    fn with_attributes(
+        mut self,
+        attributes: Vec<[u8; crate::data::synth::NUM_ATTRIBUTES]>,
+    ) -> Self {
+        self.attributes = Some(attributes);
+        self
+    }
+
+    /// Embeddings `f(img) + f(flip(img))` of every held-out image.
+    pub fn embed<B: Backend>(
+        &self,
+        model: &GroupFace<B>,
+        batch: usize,
+        mode: Option<GroupMode>,
+        device: &B::Device,
+    ) -> Embeddings {
+        embed_pixels(
+            model,
+            self.images.iter().map(|v| v.as_slice()),
+            self.side,
+            batch,
+            mode,
+            device,
+        )
+    }
+}
+
+/// insightface's 10-fold verification of plain cosine similarity on `pairs`: the raw
+/// flip-sums, normalised in f64 as insightface's numpy code does.
+fn plain_verification(
+    embeddings: &Embeddings,
+    pairs: &[(usize, usize, bool)],
+) -> Result<verification::VerificationResult, String> {
+    let raw = &embeddings.embedding;
+    let take = |pick: fn(&(usize, usize, bool)) -> usize| {
+        let mut m = HostMatrix::empty(raw.cols);
+        for p in pairs {
+            m.data.extend_from_slice(raw.row(pick(p)));
+            m.rows += 1;
+        }
+        m
+    };
+    let a = take(|p| p.0);
+    let b = take(|p| p.1);
+    let issame: Vec<bool> = pairs.iter().map(|p| p.2).collect();
+    verification::evaluate_embeddings(&a.data, &b.data, a.cols, &issame).map_err(|e| e.to_string())
+}
+
+/// The held-out verification a training run measures once per epoch, on its first
+/// validation step, for the dashboard: the same images, pairs, batch and inference mode as
+/// the report written after training, so the last epoch's figure is the report's plain
+/// accuracy.
+pub struct VerificationProbe {
+    held: Arc<HeldOut>,
+    batch: usize,
+    mode: Option<GroupMode>,
+    due: AtomicBool,
+}
+
+impl std::fmt::Debug for VerificationProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerificationProbe")
+            .field("held", &self.held)
+            .field("batch", &self.batch)
+            .field("due", &self.due.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl VerificationProbe {
+    /// A probe over `held`, not yet due.
+    pub fn new(held: Arc<HeldOut>, batch: usize, mode: Option<GroupMode>) -> Self {
+        Self { held, batch: batch.max(1), mode, due: AtomicBool::new(false) }
+    }
+
+    /// Marks the measurement due (at the start of each training epoch).
+    pub fn arm(&self) {
+        self.due.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the measurement is due; true once per [`VerificationProbe::arm`].
+    pub fn take_due(&self) -> bool {
+        self.due.swap(false, Ordering::SeqCst)
+    }
+
+    /// Accuracy (fraction) of `model` on the held-out pairs; `None` if the protocol cannot be
+    /// computed (embeddings that are not finite).
+    pub fn accuracy<B: Backend>(&self, model: &GroupFace<B>, device: &B::Device) -> Option<f64> {
+        let embeddings = self.held.embed(model, self.batch, self.mode, device);
+        plain_verification(&embeddings, &self.held.pairs).ok().map(|r| r.accuracy)
+    }
 }
 
 /// 10-fold verification pairs over `identities × images` held-out images, in LFW's layout:
@@ -296,34 +508,19 @@ fn similarity_report<B: Backend>(
     settings: BTreeMap<String, String>,
     device: &B::Device,
 ) -> Result<Report, String> {
-    let issame: Vec<bool> = pairs.iter().map(|p| p.2).collect();
     let verification = match group_aware {
         // insightface's protocol thresholds the squared L2 distance of unit vectors, which is
         // 2 − 2·cos; the group-aware score takes cos's place in the same identity.
         Some(_) => {
+            let issame: Vec<bool> = pairs.iter().map(|p| p.2).collect();
             let distances: Vec<f64> = pair_scores(embeddings, pairs, group_aware)
                 .into_iter()
                 .map(|s| 2.0 - 2.0 * s)
                 .collect();
-            verification::evaluate_distances(&distances, &issame)
+            verification::evaluate_distances(&distances, &issame).map_err(|e| e.to_string())?
         }
-        // The raw flip-sum: the protocol normalises in f64, as insightface's numpy code does.
-        None => {
-            let raw = &embeddings.embedding;
-            let take = |pick: fn(&(usize, usize, bool)) -> usize| {
-                let mut m = HostMatrix::empty(raw.cols);
-                for p in pairs {
-                    m.data.extend_from_slice(raw.row(pick(p)));
-                    m.rows += 1;
-                }
-                m
-            };
-            let a = take(|p| p.0);
-            let b = take(|p| p.1);
-            verification::evaluate_embeddings(&a.data, &b.data, a.cols, &issame)
-        }
-    }
-    .map_err(|e| e.to_string())?;
+        None => plain_verification(embeddings, pairs)?,
+    };
     let scores = all_pair_scores::<B>(embeddings, group_aware, device);
     let n = labels.len();
     let mut positive = Vec::with_capacity(scores.len());
@@ -336,15 +533,8 @@ fn similarity_report<B: Backend>(
     Ok(Report::new(verification, &roc, None, settings))
 }
 
-/// Evaluates `model` on held-out identities of the generator `data`.
-///
-/// Embeddings are `f(img) + f(flip(img))`; the verification protocol is insightface's on
-/// `config.pairs` pairs; TAR@FAR runs over every pair of held-out images.
-///
-/// With `pictures`, GroupFace models also get the group analysis pictures written there:
-/// `group_shares.svg` (Fig. 5), `group_samples.png` (Fig. 6: a row of the most confident
-/// held-out faces per group) and `projection.svg` (Fig. 4: PCA of the embeddings of ten
-/// identities, coloured by identity, marked by group).
+/// Evaluates `model` on held-out identities of the generator `data` (see [`HeldOut::synthetic`]
+/// and [`evaluate_held_out`]).
 pub fn evaluate_synthetic<B: Backend>(
     model: &GroupFace<B>,
     data: &SynthConfig,
@@ -353,32 +543,36 @@ pub fn evaluate_synthetic<B: Backend>(
     device: &B::Device,
     pictures: Option<&Path>,
 ) -> Result<RunReport, String> {
-    config.validate().map_err(|e| e.to_string())?;
-    let faces = SynthFaces::new(data.clone()).map_err(|e| e.to_string())?;
-    let first = data.identities;
-    let per = config.images_per_identity;
-    let side = data.side as usize;
-    let mut images = Vec::with_capacity(config.identities * per);
-    let mut labels = Vec::with_capacity(config.identities * per);
-    for id in 0..config.identities {
-        for index in 0..per {
-            // Image indices past the training ones, so no held-out image repeats a trained one.
-            images.push(faces.image(first + id, data.images_per_identity + index).into_raw());
-            labels.push(id);
-        }
-    }
-    let embeddings =
-        embed_pixels(model, images.iter().map(|v| v.as_slice()), side, batch, config.mode, device);
-    let pairs = verification_pairs(config.identities, per, config.pairs, config.seed);
-    let rank1 = synthetic_rank1(model, &faces, data, config, &embeddings, batch, device)?;
-    let mut settings = BTreeMap::new();
-    settings.insert("protocol".into(), "synthetic held-out identities".into());
-    settings.insert("identities".into(), config.identities.to_string());
-    settings.insert("images_per_identity".into(), per.to_string());
-    settings.insert("first_identity".into(), first.to_string());
+    let held = HeldOut::synthetic(data, config)?;
+    evaluate_held_out(model, &held, batch, config.mode, device, pictures)
+}
+
+/// Evaluates `model` on held-out identities.
+///
+/// Embeddings are `f(img) + f(flip(img))`; the verification protocol is insightface's on the
+/// held-out pairs; TAR@FAR runs over every pair of held-out images; rank-1 takes image 0 of
+/// each identity as the gallery, the others as probes, against the distractors.
+///
+/// With `pictures`, GroupFace models also get the group analysis pictures written there:
+/// `group_shares.svg` (Fig. 5), `group_samples.png` (Fig. 6: a row of the most confident
+/// held-out faces per group) and `projection.svg` (Fig. 4: PCA of the embeddings of ten
+/// identities, coloured by identity, marked by group). Agreement of the groups with hidden
+/// attributes is measured for synthetic faces only.
+pub fn evaluate_held_out<B: Backend>(
+    model: &GroupFace<B>,
+    held: &HeldOut,
+    batch: usize,
+    mode: Option<GroupMode>,
+    device: &B::Device,
+    pictures: Option<&Path>,
+) -> Result<RunReport, String> {
+    let labels = &held.labels;
+    let embeddings = held.embed(model, batch, mode, device);
+    let rank1 = held_out_rank1(model, held, &embeddings, batch, mode, device)?;
+    let mut settings = held.settings.clone();
     settings.insert("similarity".into(), "plain".into());
     let mut plain =
-        similarity_report::<B>(&embeddings, &labels, &pairs, None, settings.clone(), device)?;
+        similarity_report::<B>(&embeddings, labels, &held.pairs, None, settings.clone(), device)?;
     plain.rank1 = Some(rank1.accuracy());
     plain.rank1_curve = rank1.curve.clone();
     let (group_aware, groups) = match &embeddings.feature {
@@ -387,8 +581,8 @@ pub fn evaluate_synthetic<B: Backend>(
             settings.insert("similarity".into(), "group-aware".into());
             let report = similarity_report::<B>(
                 &embeddings,
-                &labels,
-                &pairs,
+                labels,
+                &held.pairs,
                 Some(GroupAwareParams::default()),
                 settings,
                 device,
@@ -397,19 +591,28 @@ pub fn evaluate_synthetic<B: Backend>(
             let k = model.groups();
             let usage = group_stats::GroupUsage::from_assignments(&assignment, k)
                 .map_err(|e| e.to_string())?;
-            let attributes: Vec<[u8; crate::data::synth::NUM_ATTRIBUTES]> =
-                labels.iter().map(|&id| faces.attributes(first + id)).collect();
-            let agreement =
-                group_stats::attribute_agreement(&assignment, &attributes, &ATTRIBUTE_NAMES)
-                    .map_err(|e| e.to_string())?;
-            let nmi = agreement
-                .iter()
-                .map(|a| {
-                    (a.attribute.clone(), AttributeNmi { nmi: a.nmi, chance_nmi: a.chance_nmi })
-                })
-                .collect();
+            let nmi = match &held.attributes {
+                Some(attributes) => {
+                    group_stats::attribute_agreement(&assignment, attributes, &ATTRIBUTE_NAMES)
+                        .map_err(|e| e.to_string())?
+                        .iter()
+                        .map(|a| {
+                            let value = AttributeNmi { nmi: a.nmi, chance_nmi: a.chance_nmi };
+                            (a.attribute.clone(), value)
+                        })
+                        .collect()
+                }
+                None => BTreeMap::new(),
+            };
             if let Some(dir) = pictures {
-                write_group_pictures(dir, &embeddings, &images, &labels, &usage.shares, side)?;
+                write_group_pictures(
+                    dir,
+                    &embeddings,
+                    &held.images,
+                    labels,
+                    &usage.shares,
+                    held.side,
+                )?;
             }
             let shares = usage.shares.clone();
             let largest_share = shares.iter().cloned().fold(0.0, f64::max);
@@ -742,12 +945,12 @@ impl crate::backend::BackendJob for EvalJob {
                         self.run.display()
                     ));
                 };
-                let eval = SynthEvalConfig { mode: self.mode, ..config.eval.clone() };
-                return evaluate_synthetic(
+                let held = crate::train::held_out(config)?;
+                return evaluate_held_out(
                     &model,
-                    &config.data,
-                    &eval,
+                    &held,
                     self.batch,
+                    self.mode.or(config.eval.mode),
                     &device,
                     self.pictures.as_deref(),
                 );

@@ -38,6 +38,9 @@ pub struct StepOutput<B: Backend> {
     pub groups: Tensor<B, 1, Int>,
     /// Number of groups K (0 for the baseline).
     pub num_groups: usize,
+    /// Verification accuracy on the held-out identities, from the first validation step of
+    /// an epoch (see [`crate::evaluate::VerificationProbe`]); `None` on every other step.
+    pub verification: Option<f64>,
 }
 
 impl<B: Backend> ItemLazy for StepOutput<B> {
@@ -63,6 +66,7 @@ impl<B: Backend> ItemLazy for StepOutput<B> {
             targets: Tensor::from_data(targets, &device),
             groups: Tensor::from_data(groups, &device),
             num_groups: self.num_groups,
+            verification: self.verification,
         }
     }
 }
@@ -90,6 +94,8 @@ pub struct GroupFaceMetricInput {
     pub counts: Vec<usize>,
     /// Batch size.
     pub batch: usize,
+    /// Held-out verification accuracy, on the step that computed it.
+    pub verification: Option<f64>,
 }
 
 impl<B: Backend> Adaptor<GroupFaceMetricInput> for StepOutput<B> {
@@ -110,6 +116,7 @@ impl<B: Backend> Adaptor<GroupFaceMetricInput> for StepOutput<B> {
             grouping: scalar(&self.grouping),
             counts,
             batch,
+            verification: self.verification,
         }
     }
 }
@@ -125,6 +132,9 @@ pub enum GroupFaceQuantity {
     LargestGroupShare,
     /// Entropy of the epoch's group histogram, in bits (log2 K when uniform, 0 at collapse).
     GroupEntropy,
+    /// insightface's 10-fold verification accuracy on held-out identities (validation only):
+    /// computed once per epoch, so the epoch's value is that one figure.
+    VerificationAccuracy,
 }
 
 /// A numeric metric over [`GroupFaceMetricInput`]. Group usage accumulates the histogram over
@@ -135,6 +145,7 @@ pub struct GroupFaceMetric {
     name: MetricName,
     state: NumericMetricState,
     counts: Vec<usize>,
+    last: Option<f64>,
 }
 
 impl GroupFaceMetric {
@@ -145,12 +156,14 @@ impl GroupFaceMetric {
             GroupFaceQuantity::GroupingLoss => "L2 (self-grouping)",
             GroupFaceQuantity::LargestGroupShare => "Largest group share",
             GroupFaceQuantity::GroupEntropy => "Group entropy (bits)",
+            GroupFaceQuantity::VerificationAccuracy => "Verification accuracy",
         };
         Self {
             quantity,
             name: Arc::new(name.to_string()),
             state: Default::default(),
             counts: Vec::new(),
+            last: None,
         }
     }
 }
@@ -182,11 +195,26 @@ impl Metric for GroupFaceMetric {
     }
 
     fn attributes(&self) -> MetricAttributes {
-        let higher_is_better = self.quantity == GroupFaceQuantity::GroupEntropy;
+        let higher_is_better = matches!(
+            self.quantity,
+            GroupFaceQuantity::GroupEntropy | GroupFaceQuantity::VerificationAccuracy
+        );
         NumericAttributes { unit: None, higher_is_better }.into()
     }
 
     fn update(&mut self, item: &Self::Input, _metadata: &MetricMetadata) -> SerializedEntry {
+        if self.quantity == GroupFaceQuantity::VerificationAccuracy {
+            // Weight 1 on the step that measured it and 0 on the others, so burn-train's
+            // weighted epoch mean is exactly the epoch's measurement.
+            let (value, weight) = match item.verification {
+                Some(v) => {
+                    self.last = Some(v);
+                    (v, 1)
+                }
+                None => (self.last.unwrap_or(0.0), 0),
+            };
+            return self.state.update(value, weight, FormatOptions::new(self.name()).precision(4));
+        }
         let value = match self.quantity {
             GroupFaceQuantity::ClassificationLoss => item.classification,
             GroupFaceQuantity::GroupingLoss => item.grouping,
@@ -204,6 +232,7 @@ impl Metric for GroupFaceMetric {
                     entropy
                 }
             }
+            GroupFaceQuantity::VerificationAccuracy => unreachable!("handled above"),
         };
         // Weight 1 per batch, as burn-train's LossMetric does, so the losses average alike.
         self.state.update(value, 1, FormatOptions::new(self.name()).precision(3))
@@ -212,6 +241,7 @@ impl Metric for GroupFaceMetric {
     fn clear(&mut self) {
         self.state.reset();
         self.counts.clear();
+        self.last = None;
     }
 }
 
@@ -253,6 +283,7 @@ impl<B: Backend> TrainModel<B> {
             targets: batch.labels,
             groups,
             num_groups,
+            verification: None,
         }
     }
 }
@@ -298,7 +329,12 @@ impl<B: Backend> InferenceStep for TrainModel<B> {
     type Output = StepOutput<B>;
 
     fn step(&self, batch: FaceBatch<B>) -> StepOutput<B> {
-        self.step_output(batch, false)
+        let device = batch.images.device();
+        let mut output = self.step_output(batch, false);
+        if let Some(probe) = self.probe.as_ref().filter(|p| p.take_due()) {
+            output.verification = probe.accuracy(&self.model, &device);
+        }
+        output
     }
 }
 

@@ -19,11 +19,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::backend::{BackendJob, BackendKind};
-use crate::data::dataset::{FaceItem, SynthDataset};
-use crate::data::loader::EpochLoader;
+use crate::data::dataset::{ErrorLog, FaceItem, SynthDataset};
+use crate::data::loader::{EpochLoader, MissingHook};
+use crate::data::source::{FaceSource, SourceSplit};
 use crate::data::synth::SynthConfig;
 use crate::error::ConfigError;
-use crate::evaluate::{evaluate_synthetic, RunReport, SynthEvalConfig};
+use crate::evaluate::{evaluate_held_out, HeldOut, RunReport, SynthEvalConfig, VerificationProbe};
 use crate::labels::LabelMethod;
 use crate::learner::QuietRenderer;
 use crate::learner::{GroupFaceMetric, GroupFaceQuantity};
@@ -46,8 +47,13 @@ pub struct TrainConfig {
     /// Batches in the E[p] window of self-distributed labeling.
     #[config(default = 32)]
     pub label_window: usize,
-    /// The synthetic faces trained on.
+    /// The synthetic faces trained on (with `data_path`, only its `side` is used).
     pub data: SynthConfig,
+    /// An image folder (one subfolder per identity) or insightface `.rec` to train on instead
+    /// of synthetic faces (the CLI's `data=`). Its identities are split into classes and
+    /// `eval.identities` held-out ones; see [`crate::data::source::FaceSource::split`].
+    #[config(default = "None")]
+    pub data_path: Option<String>,
     /// Images of each identity held out for validation (the rest train).
     #[config(default = 2)]
     pub valid_images_per_identity: usize,
@@ -91,7 +97,7 @@ pub struct TrainConfig {
     /// [`crate::interop::load_into`].
     #[config(default = "None")]
     pub init: Option<String>,
-    /// Verification on held-out synthetic identities after training.
+    /// Verification on held-out identities, every epoch and after training.
     #[config(default = "SynthEvalConfig::new()")]
     pub eval: SynthEvalConfig,
     /// Limit of the global L2 norm of the model's gradients (insightface uses 5); 0: off.
@@ -115,7 +121,8 @@ impl TrainConfig {
                 self.criterion.margin.width.to_string(),
             ));
         }
-        if self.criterion.margin.classes != self.data.identities {
+        // A folder's or .rec's classes are checked against the data when it is opened.
+        if self.data_path.is_none() && self.criterion.margin.classes != self.data.identities {
             return Err(ConfigError::new(
                 "criterion.margin.classes",
                 format!("the number of identities {}", self.data.identities),
@@ -132,12 +139,17 @@ impl TrainConfig {
         self.data
             .validate()
             .map_err(|e| ConfigError::new("data", "a valid synthetic dataset", e.to_string()))?;
-        if self.valid_images_per_identity >= self.data.images_per_identity {
+        if self.data_path.is_none()
+            && self.valid_images_per_identity >= self.data.images_per_identity
+        {
             return Err(ConfigError::new(
                 "valid_images_per_identity",
                 format!("fewer than images_per_identity ({})", self.data.images_per_identity),
                 self.valid_images_per_identity.to_string(),
             ));
+        }
+        if self.data_path.as_deref().is_some_and(|p| p.trim().is_empty()) {
+            return Err(ConfigError::new("data_path", "a folder or a .rec file", "\"\""));
         }
         if !(self.clip_grad_norm.is_finite() && self.clip_grad_norm >= 0.0) {
             return Err(ConfigError::new(
@@ -194,19 +206,16 @@ impl TrainConfig {
         Ok(())
     }
 
-    /// Training images per epoch (all identities minus the held-out images).
-    pub fn train_images(&self) -> usize {
-        self.data.identities * (self.data.images_per_identity - self.valid_images_per_identity)
+    /// Optimiser steps per epoch over `train_images` images: one per global batch of
+    /// `devices * batch` images.
+    pub fn steps_per_epoch(&self, train_images: usize) -> usize {
+        train_images.div_ceil(self.batch * self.devices.max(1))
     }
 
-    /// Optimiser steps per epoch: one per global batch of `devices * batch` images.
-    pub fn steps_per_epoch(&self) -> usize {
-        self.train_images().div_ceil(self.batch * self.devices.max(1))
-    }
-
-    /// The learning-rate schedule over the run's optimiser steps.
-    pub fn schedule(&self) -> Result<Schedule, ConfigError> {
-        let per_epoch = self.steps_per_epoch();
+    /// The learning-rate schedule over the run's optimiser steps, for an epoch of
+    /// `train_images` images.
+    pub fn schedule(&self, train_images: usize) -> Result<Schedule, ConfigError> {
+        let per_epoch = self.steps_per_epoch(train_images);
         let spec = ScheduleSpec {
             lr: self.lr,
             kind: self.schedule,
@@ -384,6 +393,109 @@ fn split_indices(config: &TrainConfig) -> (Vec<usize>, Vec<usize>) {
     (train, valid)
 }
 
+/// A run's data: what it trains and validates on and its held-out identities.
+pub struct TrainData {
+    /// Training images with their classes.
+    pub train: Arc<dyn Dataset<FaceItem>>,
+    /// Validation images (of the trained classes) with their classes.
+    pub valid: Arc<dyn Dataset<FaceItem>>,
+    /// Number of classes.
+    pub classes: usize,
+    /// Identities never trained on, for verification.
+    pub held_out: HeldOut,
+    /// Decode errors of a folder or `.rec` (none for synthetic faces).
+    pub errors: Option<ErrorLog>,
+}
+
+impl std::fmt::Debug for TrainData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrainData")
+            .field("train", &self.train.len())
+            .field("valid", &self.valid.len())
+            .field("classes", &self.classes)
+            .field("held_out", &self.held_out)
+            .finish()
+    }
+}
+
+fn open_source(config: &TrainConfig, path: &str) -> Result<(FaceSource, SourceSplit), String> {
+    let source = FaceSource::open(path, config.data.side).map_err(|e| e.to_string())?;
+    let split = source
+        .split(
+            config.eval.identities,
+            config.eval.images_per_identity,
+            config.valid_images_per_identity,
+            config.eval.seed,
+        )
+        .map_err(|e| e.to_string())?;
+    Ok((source, split))
+}
+
+/// Number of classes a run of `config` trains: the synthetic identities, or the identities
+/// of its folder or `.rec` that are not held out (this opens the data).
+pub fn data_classes(config: &TrainConfig) -> Result<usize, String> {
+    match &config.data_path {
+        None => Ok(config.data.identities),
+        Some(path) => Ok(open_source(config, path)?.1.classes),
+    }
+}
+
+/// The held-out identities a run of `config` is evaluated on.
+pub fn held_out(config: &TrainConfig) -> Result<HeldOut, String> {
+    match &config.data_path {
+        None => HeldOut::synthetic(&config.data, &config.eval),
+        Some(path) => {
+            let (source, split) = open_source(config, path)?;
+            HeldOut::from_source(&source, &split, &config.eval)
+        }
+    }
+}
+
+/// Opens the data of a run of `config` and splits it; a folder's or `.rec`'s number of
+/// classes must be `criterion.margin.classes`.
+pub fn open_data(config: &TrainConfig) -> Result<TrainData, String> {
+    let Some(path) = &config.data_path else {
+        let faces = SynthDataset::new(config.data.clone()).map_err(|e| e.to_string())?;
+        let (train_idx, valid_idx) = split_indices(config);
+        let train: Arc<dyn Dataset<FaceItem>> =
+            Arc::new(SelectionDataset::<SynthDataset, FaceItem>::from_indices_checked(
+                faces.clone(),
+                train_idx,
+            ));
+        let valid: Arc<dyn Dataset<FaceItem>> = Arc::new(
+            SelectionDataset::<SynthDataset, FaceItem>::from_indices_checked(faces, valid_idx),
+        );
+        let held_out = HeldOut::synthetic(&config.data, &config.eval)?;
+        return Ok(TrainData {
+            train,
+            valid,
+            classes: config.data.identities,
+            held_out,
+            errors: None,
+        });
+    };
+    let (source, split) = open_source(config, path)?;
+    if split.classes != config.criterion.margin.classes {
+        return Err(ConfigError::new(
+            "criterion.margin.classes",
+            format!(
+                "the {} identities of {path} that are not held out for verification",
+                split.classes
+            ),
+            config.criterion.margin.classes.to_string(),
+        )
+        .to_string());
+    }
+    let held_out = HeldOut::from_source(&source, &split, &config.eval)?;
+    Ok(TrainData {
+        train: source.selection(split.train),
+        valid: source.selection(split.valid),
+        classes: split.classes,
+        held_out,
+        errors: Some(source.errors().clone()),
+    })
+}
+
 /// Where Burn runs the steps: one device, or `devices` replicas with the optimiser on the
 /// first. CPU backends have one device, which every replica shares; GPU replicas take the
 /// device indices that follow the given one.
@@ -468,16 +580,33 @@ impl BackendJob for TrainRun {
         let done_epochs = resume_from.unwrap_or(0);
         let started = Instant::now();
 
-        let faces = SynthDataset::new(config.data.clone()).map_err(|e| e.to_string())?;
-        let (train_idx, valid_idx) = split_indices(&config);
-        let train: Arc<dyn Dataset<FaceItem>> =
-            Arc::new(SelectionDataset::<SynthDataset, FaceItem>::from_indices_checked(
-                faces.clone(),
-                train_idx,
-            ));
-        let valid: Arc<dyn Dataset<FaceItem>> = Arc::new(
-            SelectionDataset::<SynthDataset, FaceItem>::from_indices_checked(faces, valid_idx),
-        );
+        let data = open_data(&config)?;
+        let per_epoch = config.steps_per_epoch(data.train.len());
+        let interrupter = burn::train::Interrupter::new();
+        let guard = Arc::new(StepGuard::new(
+            per_epoch,
+            done_epochs * per_epoch,
+            config.clip_grad_norm,
+            config.devices,
+            interrupter.clone(),
+        ));
+        let probe = Arc::new(VerificationProbe::new(
+            Arc::new(data.held_out.clone()),
+            config.batch,
+            config.eval.mode,
+        ));
+        // An image that cannot be read stops the run at once, naming it.
+        let on_missing: MissingHook = {
+            let guard = guard.clone();
+            let errors = data.errors.clone();
+            Arc::new(move |epoch: usize| {
+                let what = errors
+                    .as_ref()
+                    .and_then(|e| e.check().err())
+                    .unwrap_or_else(|| "an item of the dataset could not be produced".into());
+                guard.stop(format!("epoch {epoch}: an image could not be read: {what}"));
+            })
+        };
 
         let mut model = seeded_model::<B>(&config, &device);
         if resume_from.is_none() {
@@ -496,6 +625,8 @@ impl BackendJob for TrainRun {
                 }
             }
         }
+        model.guard = guard.clone();
+        model.probe = Some(probe.clone());
         if let Some(epoch) = resume_from {
             let history = load_labels(&self.out, epoch)?;
             model.labeler.lock().map_err(|_| "label window lock poisoned")?.restore(&history);
@@ -508,7 +639,9 @@ impl BackendJob for TrainRun {
             let dir = self.out.clone();
             let device = device.clone();
             let seed = config.seed;
+            let probe = probe.clone();
             Arc::new(move |epoch: usize| {
+                probe.arm();
                 if epoch > 1 {
                     let history = labeler.lock().map(|l| l.history()).unwrap_or_default();
                     if let Err(e) = save_labels(&dir, epoch - 1, &history) {
@@ -521,7 +654,7 @@ impl BackendJob for TrainRun {
         };
         let train_loader = Arc::new(
             EpochLoader::<B>::new(
-                train,
+                data.train.clone(),
                 config.batch,
                 true,
                 true,
@@ -530,20 +663,24 @@ impl BackendJob for TrainRun {
                 done_epochs + 1,
                 device.clone(),
             )
-            .with_epoch_hook(hook),
+            .with_epoch_hook(hook)
+            .with_missing_hook(on_missing.clone()),
         );
-        let valid_loader = Arc::new(EpochLoader::<B::InnerBackend>::new(
-            valid,
-            config.batch,
-            false,
-            false,
-            config.seed,
-            config.workers,
-            done_epochs + 1,
-            device.clone(),
-        ));
+        let valid_loader = Arc::new(
+            EpochLoader::<B::InnerBackend>::new(
+                data.valid.clone(),
+                config.batch,
+                false,
+                false,
+                config.seed,
+                config.workers,
+                done_epochs + 1,
+                device.clone(),
+            )
+            .with_missing_hook(on_missing),
+        );
 
-        let schedule = config.schedule().map_err(|e| e.to_string())?;
+        let schedule = config.schedule(data.train.len()).map_err(|e| e.to_string())?;
         let mut training = SupervisedTraining::new(&self.out, train_loader, valid_loader)
             .metrics((LossMetric::new(), AccuracyMetric::new()))
             .metric_train_numeric(GroupFaceMetric::new(GroupFaceQuantity::ClassificationLoss))
@@ -553,6 +690,8 @@ impl BackendJob for TrainRun {
             .metric_train_numeric(GroupFaceMetric::new(GroupFaceQuantity::LargestGroupShare))
             .metric_train_numeric(GroupFaceMetric::new(GroupFaceQuantity::GroupEntropy))
             .metric_train_numeric(LearningRateMetric::new())
+            .metric_valid_numeric(GroupFaceMetric::new(GroupFaceQuantity::VerificationAccuracy))
+            .with_interrupter(interrupter)
             .with_file_checkpointer(AtomicRecorder::default())
             .with_training_strategy(TrainingStrategy::Default(execution_strategy::<B>(
                 &device,
@@ -563,29 +702,31 @@ impl BackendJob for TrainRun {
         if let Some(epoch) = resume_from {
             training = training.checkpoint(epoch);
         }
-        model.guard = Arc::new(StepGuard::new(
-            config.steps_per_epoch(),
-            done_epochs * config.steps_per_epoch(),
-            config.clip_grad_norm,
-            config.devices,
-            training.interrupter(),
-        ));
-        let guard = model.guard.clone();
         if self.quiet {
             training = training.renderer(QuietRenderer);
         }
         let result = training.launch(Learner::new(model, config.optimizer().init(), schedule));
+        let checkpoint = || match last_checkpoint(&self.out) {
+            Some(epoch) => format!(
+                "the checkpoint of epoch {epoch} in {} is the last good state \
+                 (resume=true continues from it)",
+                self.out.join("checkpoint").display()
+            ),
+            None => "no epoch had finished, so there is no checkpoint".to_string(),
+        };
+        if let Some(reason) = guard.stop_reason() {
+            let mut renderer = result.renderer;
+            renderer.manual_close();
+            return Err(format!(
+                "training stopped in {reason}; no step after it was applied and no model was \
+                 written; {}",
+                checkpoint()
+            ));
+        }
         if let Some(failure) = guard.failure() {
             let mut renderer = result.renderer;
             renderer.manual_close();
-            let checkpoint = match last_checkpoint(&self.out) {
-                Some(epoch) => format!(
-                    "the checkpoint of epoch {epoch} in {} is the last good state \
-                     (resume=true continues from it)",
-                    self.out.join("checkpoint").display()
-                ),
-                None => "no epoch had finished, so there is no checkpoint".to_string(),
-            };
+            let checkpoint = checkpoint();
             return Err(format!(
                 "training stopped at {failure}; nothing of that step was applied and no model \
                  was written; {checkpoint}. Try a lower lr (now {}), a longer warmup (now {} \
@@ -607,19 +748,17 @@ impl BackendJob for TrainRun {
         let train_seconds = started.elapsed().as_secs_f64();
 
         let started = Instant::now();
-        let inner_device = device.clone();
-        let report = evaluate_synthetic(
+        let report = evaluate_held_out(
             &result.model.model,
-            &config.data,
-            &config.eval,
+            &data.held_out,
             config.batch,
-            &inner_device,
+            config.eval.mode,
+            &device,
             Some(&self.out),
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         let eval_seconds = started.elapsed().as_secs_f64();
         report.write(&self.out).map_err(|e| e.to_string())?;
-        write_metrics_csv(&self.out, config.epochs, &report)?;
+        write_metrics_csv(&self.out, config.epochs)?;
         Ok(TrainOutcome { dir: self.out, report, train_seconds, eval_seconds })
     }
 }
@@ -714,10 +853,10 @@ fn load_backbone<B: Backend>(
     Ok(fresh)
 }
 
-/// Writes `metrics.csv`: one row per epoch and split with every logged metric (epoch means),
-/// and the held-out verification accuracy on the last row.
-fn write_metrics_csv(dir: &Path, epochs: usize, report: &RunReport) -> Result<(), String> {
-    let summary = LearnerSummary::new(dir, &CSV_METRICS[..7])?;
+/// Writes `metrics.csv`: one row per epoch and split with every logged metric (epoch means;
+/// the held-out verification accuracy is measured once per validation epoch).
+fn write_metrics_csv(dir: &Path, epochs: usize) -> Result<(), String> {
+    let summary = LearnerSummary::new(dir, &CSV_METRICS)?;
     let mut csv = String::from("epoch,split");
     for name in CSV_METRICS {
         csv.push(',');
@@ -728,16 +867,11 @@ fn write_metrics_csv(dir: &Path, epochs: usize, report: &RunReport) -> Result<()
         for epoch in 1..=epochs {
             csv.push_str(&format!("{epoch},{split}"));
             for name in CSV_METRICS {
-                let value = if name == "Verification accuracy" {
-                    (split == "valid" && epoch == epochs)
-                        .then_some(report.plain.verification.accuracy)
-                } else {
-                    metrics
-                        .iter()
-                        .find(|m| m.name == name)
-                        .and_then(|m| m.entries.iter().find(|e| e.step == epoch))
-                        .map(|e| e.value)
-                };
+                let value = metrics
+                    .iter()
+                    .find(|m| m.name == name)
+                    .and_then(|m| m.entries.iter().find(|e| e.step == epoch))
+                    .map(|e| e.value);
                 csv.push(',');
                 if let Some(v) = value {
                     csv.push_str(&format!("{v}"));
@@ -769,8 +903,12 @@ pub fn save_config(config: &TrainConfig, dir: &Path) -> Result<(), String> {
 /// file that lacks a field, so [`read_config`] inserts these before parsing: without them every
 /// added field would orphan every earlier run. `config_keys_are_migrated` in `tests/math.rs`
 /// fails when a field is added without an entry here.
-pub const ADDED_CONFIG_FIELDS: &[(&[&str], &str)] =
-    &[(&["eval", "distractors"], "200"), (&["clip_grad_norm"], "0.0"), (&["devices"], "1")];
+pub const ADDED_CONFIG_FIELDS: &[(&[&str], &str)] = &[
+    (&["eval", "distractors"], "200"),
+    (&["clip_grad_norm"], "0.0"),
+    (&["devices"], "1"),
+    (&["data_path"], "null"),
+];
 
 /// Reads a run's `config.json`, filling in [`ADDED_CONFIG_FIELDS`] that an older file lacks.
 /// Any other missing or malformed field is an error naming the file.

@@ -29,6 +29,10 @@ pub struct TrainModel<B: Backend> {
     /// loss scale; shared by clones of the model (one per device).
     #[module(skip)]
     pub guard: Arc<StepGuard>,
+    /// Verification on held-out identities, run by the first validation step of each epoch
+    /// for the dashboard's "Verification accuracy"; shared by clones of the model.
+    #[module(skip)]
+    pub probe: Option<Arc<crate::evaluate::VerificationProbe>>,
 }
 
 impl<B: Backend> TrainModel<B> {
@@ -45,6 +49,7 @@ impl<B: Backend> TrainModel<B> {
             criterion: criterion.init(device),
             labeler: Arc::new(Mutex::new(GroupLabeler::new(labels, label_window))),
             guard: Arc::new(StepGuard::default()),
+            probe: None,
         }
     }
 
@@ -129,6 +134,7 @@ pub struct StepGuard {
     clip_grad_norm: f64,
     replicas: usize,
     failure: Mutex<Option<NonFinite>>,
+    stopped: Mutex<Option<String>>,
     interrupter: Option<Interrupter>,
 }
 
@@ -162,6 +168,7 @@ impl StepGuard {
             clip_grad_norm,
             replicas: replicas.max(1),
             failure: Mutex::new(None),
+            stopped: Mutex::new(None),
             interrupter: Some(interrupter),
         }
     }
@@ -171,12 +178,34 @@ impl StepGuard {
         self.failure.lock().ok().and_then(|f| f.clone())
     }
 
+    /// Stops the Learner for a reason outside the loss (an image that cannot be read): no
+    /// later step is applied. The first reason is kept.
+    pub fn stop(&self, reason: String) {
+        if let Ok(mut slot) = self.stopped.lock() {
+            if slot.is_none() {
+                if let Some(interrupter) = &self.interrupter {
+                    interrupter.stop(Some(&reason));
+                }
+                *slot = Some(reason);
+            }
+        }
+    }
+
+    /// Why [`StepGuard::stop`] stopped the run, if it did.
+    pub fn stop_reason(&self) -> Option<String> {
+        self.stopped.lock().ok().and_then(|s| s.clone())
+    }
+
     /// Counts the step and checks its loss terms `[total, L1, L2]`. On the first non-finite
     /// value it records where, stops the Learner, and returns false: the caller must not
-    /// apply this step's gradients.
+    /// apply this step's gradients. It also returns false for every step after
+    /// [`StepGuard::stop`].
     pub fn check(&self, values: [f32; 3]) -> bool {
         // Replica steps of one optimiser step share its number.
         let step = self.steps.fetch_add(1, Ordering::SeqCst) / self.replicas + 1;
+        if self.stop_reason().is_some() {
+            return false;
+        }
         if values.iter().all(|v| v.is_finite()) {
             return true;
         }

@@ -1,7 +1,8 @@
 //! Training behaviours that a long run depends on: a run killed with SIGKILL resumes to the
 //! same weights, a non-finite loss stops the run with a useful message, gradient-norm clipping
 //! is torch's `clip_grad_norm_`, and two data-parallel replicas train like one device on the
-//! same global batch.
+//! same global batch; training on a folder or `.rec` holds identities out and stops at an
+//! image it cannot read.
 
 mod common;
 
@@ -257,4 +258,129 @@ fn two_replicas_take_the_step_of_one_device_on_the_same_global_batch() {
     assert!((u2 / u1 - 1.0).abs() < 0.15, "update lengths {u1} (one) and {u2} (two replicas)");
     assert!(cosine > 0.5, "updates point apart: cosine {cosine}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A tiny run on a folder or `.rec` of 10 identities × 6 images: 3 identities held out (4
+/// images each), each of the 7 classes keeps 1 image for validation and trains on 5.
+fn disk_config(data: &Path) -> TrainConfig {
+    let eval = groupface::evaluate::SynthEvalConfig::new()
+        .with_identities(3)
+        .with_images_per_identity(4)
+        .with_pairs(20);
+    let mut config = tiny_config(4)
+        .with_data_path(Some(data.display().to_string()))
+        .with_valid_images_per_identity(1)
+        .with_eval(eval);
+    config.criterion.margin.classes = groupface::train::data_classes(&config).unwrap();
+    config
+}
+
+/// 10 synthetic identities × 6 images of 32 px written as a folder, and packed into a `.rec`.
+fn disk_faces(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let folder = dir.join("faces");
+    let faces = groupface::data::synth::SynthConfig {
+        identities: 10,
+        images_per_identity: 6,
+        side: 32,
+        ..Default::default()
+    };
+    groupface::data::tool::synth(faces, &folder).unwrap();
+    let rec = dir.join("faces.rec");
+    groupface::data::tool::pack(&folder, &rec).unwrap();
+    (folder, rec)
+}
+
+/// The valid rows' `verification_accuracy` of a run's `metrics.csv`, by epoch; the train rows
+/// must leave it empty.
+fn epoch_verification(run: &Path) -> Vec<f64> {
+    let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let column = header.iter().position(|c| *c == "verification_accuracy").expect("the column");
+    let mut valid = Vec::new();
+    for line in lines {
+        let fields: Vec<&str> = line.split(',').collect();
+        match fields[1] {
+            "valid" => valid.push(fields[column].parse::<f64>().expect("a figure every epoch")),
+            _ => assert_eq!(fields[column], "", "train rows have no verification: {csv}"),
+        }
+    }
+    valid
+}
+
+#[test]
+fn trains_on_a_folder_and_on_its_rec_with_held_out_identities() {
+    let dir = temp_dir("disk-data");
+    let (folder, rec) = disk_faces(&dir);
+    let config = disk_config(&folder);
+    assert_eq!(config.criterion.margin.classes, 7);
+    let data = groupface::train::open_data(&config).unwrap();
+    assert_eq!((data.train.len(), data.valid.len(), data.held_out.images.len()), (35, 7, 12));
+
+    let out = dir.join("folder-run");
+    let run = TrainRun { config, out: out.clone(), quiet: true, resume: false };
+    let report = train(backend(), 0, run).expect("training on a folder").report;
+    // 3 identities × 4 images: C(12, 2) = 66 pairs, 3·C(4, 2) = 18 of them positive.
+    assert_eq!((report.plain.positives, report.plain.negatives), (18, 48));
+    assert!(report.plain.settings["protocol"].contains("faces"), "{:?}", report.plain.settings);
+    assert_eq!(report.plain.settings["distractors"], "0");
+    // The dashboard's per-epoch figure uses the report's images, pairs and batch: the last
+    // epoch's is the report's accuracy.
+    let per_epoch = epoch_verification(&out);
+    assert_eq!(per_epoch.len(), 2);
+    assert_eq!(per_epoch[1], report.plain.verification.accuracy);
+
+    // The .rec packed from the folder holds the same images in the same order, so the split,
+    // the training and the report are the same.
+    let out = dir.join("rec-run");
+    let run = TrainRun { config: disk_config(&rec), out: out.clone(), quiet: true, resume: false };
+    let again = train(backend(), 0, run).expect("training on a .rec").report;
+    assert_eq!(again.plain.verification, report.plain.verification);
+    assert_eq!(again.plain.tar_at_far, report.plain.tar_at_far);
+    assert_eq!(epoch_verification(&out), per_epoch);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn an_image_that_cannot_be_read_stops_training_and_names_it() {
+    let dir = temp_dir("disk-bad-image");
+    let (folder, _) = disk_faces(&dir);
+    let config = disk_config(&folder);
+    let source = groupface::data::source::FaceSource::open(&folder, 32).unwrap();
+    let split = source.split(3, 4, 1, config.eval.seed).unwrap();
+    let listing = groupface::data::folder::ImageFolder::open(&folder).unwrap();
+    let bad = listing.path(split.train[7].0).unwrap().to_path_buf();
+    std::fs::write(&bad, b"not an image").unwrap();
+
+    let out = dir.join("run");
+    let run = TrainRun { config, out: out.clone(), quiet: true, resume: false };
+    let err = train(backend(), 0, run).expect_err("a broken image stops the run");
+    let name = bad.file_name().unwrap().to_string_lossy().to_string();
+    assert!(err.contains(&name) && err.contains("epoch 1"), "{err}");
+    assert!(err.contains("no model was written"), "{err}");
+    assert!(!out.join("model.mpk").exists());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn data_keys_are_checked_before_anything_runs() {
+    let dir = temp_dir("disk-keys");
+    let run = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_train"))
+            .args(args)
+            .arg(format!("out={}", dir.join("run").display()))
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        String::from_utf8_lossy(&output.stderr).to_string()
+    };
+    // The generator's keys mean nothing for a folder.
+    let err = run(&["data=some/folder", "identities=5"]);
+    assert!(err.contains("identities"), "{err}");
+    // A path that is neither a folder nor a .rec is named.
+    let missing = dir.join("nothing-here");
+    let err = run(&[&format!("data={}", missing.display())]);
+    assert!(err.contains("nothing-here"), "{err}");
+    assert!(!dir.join("run").exists());
+    let _ = std::fs::remove_dir_all(dir);
 }

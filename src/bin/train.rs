@@ -1,7 +1,9 @@
-//! Trains GroupFace (or the ArcFace baseline with `groups=0`) on synthetic faces, with Burn's
-//! TUI dashboard (plain text when stdout is not a terminal).
+//! Trains GroupFace (or the ArcFace baseline with `groups=0`) on synthetic faces, an image
+//! folder or an insightface `.rec`, with Burn's TUI dashboard (plain text when stdout is not a
+//! terminal).
 //!
 //! `cargo run --release --bin train -- backbone=tiny groups=8 epochs=3 out=runs/tiny`
+//! `cargo run --release --bin train -- data=faces/train.rec backbone=r50 out=runs/r50`
 
 use std::path::PathBuf;
 
@@ -36,6 +38,12 @@ fn spec() -> Spec {
         key("m", None, "number", "margin (kind's default: 0.5, 0.35, 4, 0)"),
         key("straight_through", Some("false"), "true|false", "ArcFace margin without its gradient"),
         key("center_loss", Some("0"), "number >= 0", "weight of the Center loss (0: off)"),
+        key(
+            "data",
+            Some("synthetic"),
+            "synthetic, a folder (one subfolder per identity) or a .rec file",
+            "what to train on; a folder's or .rec's eval_identities are held out",
+        ),
         key("identities", Some("100"), "integer >= 2", "synthetic identities"),
         key("images_per_identity", Some("20"), "integer >= 2", "synthetic images per identity"),
         key(
@@ -64,7 +72,12 @@ fn spec() -> Spec {
             "a finished run directory, or an insightface .pth/.pt or .safetensors checkpoint",
             "start from it: the backbone of a run, or a PyTorch checkpoint (trunk; head fresh)",
         ),
-        key("eval_identities", Some("100"), "integer >= 2", "held-out identities for verification"),
+        key(
+            "eval_identities",
+            Some("100"),
+            "integer >= 2",
+            "held-out identities for verification (never trained on)",
+        ),
         key("eval_images", Some("5"), "integer >= 2", "images per held-out identity"),
         key("eval_pairs", Some("3000"), "multiple of 20", "pairs of the 10-fold protocol"),
         key("momentum", Some("0.9"), "number in [0, 1)", "SGD momentum"),
@@ -106,7 +119,7 @@ fn spec() -> Spec {
     ]);
     Spec {
         program: "train",
-        about: "train GroupFace or the ArcFace baseline on synthetic faces",
+        about: "train GroupFace or the ArcFace baseline on synthetic faces, a folder or a .rec",
         keys,
         flags: vec![],
     }
@@ -122,6 +135,27 @@ fn config_from_args(args: &cli::Args) -> Result<TrainConfig, CliError> {
     let straight = args.raw("straight_through").unwrap_or("false");
     let straight_through =
         parse_bool(straight).ok_or_else(|| args.bad("straight_through", straight))?;
+    let data_path = match args.raw("data").unwrap_or("synthetic") {
+        "synthetic" => None,
+        path => {
+            // These describe the generator, which a folder or .rec replaces.
+            let synthetic = ["identities", "images_per_identity", "difficulty", "data_seed"];
+            if let Some(key) = synthetic.into_iter().find(|k| args.given(k)) {
+                let value = args.raw(key).unwrap_or("").into();
+                return Err(bad(
+                    key,
+                    value,
+                    format!(
+                        "nothing with data={path}: it is a key of \
+                    the synthetic faces (a folder's identities are its subfolders)"
+                    ),
+                ));
+            }
+            // Stored absolute, so `eval model=RUN` finds the held-out identities from anywhere.
+            let absolute = std::fs::canonicalize(path).map(|p| p.display().to_string());
+            Some(absolute.unwrap_or_else(|_| path.to_string()))
+        }
+    };
     let identities: usize = args.get("identities")?;
     let margin = MarginSoftmaxConfig::new(identities, model.output_width())
         .with_kind(kind)
@@ -162,7 +196,16 @@ fn config_from_args(args: &cli::Args) -> Result<TrainConfig, CliError> {
         .with_seed(args.get("seed")?)
         .with_workers(args.get("workers")?)
         .with_clip_grad_norm(args.get("clip_grad_norm")?)
-        .with_devices(args.get("devices")?);
+        .with_devices(args.get("devices")?)
+        .with_data_path(data_path);
+    if config.data_path.is_none() {
+        return Ok(config);
+    }
+    // The classes are the data's identities that are not held out.
+    let classes = train::data_classes(&config)
+        .map_err(|e| bad("data", args.raw("data").unwrap_or("").into(), e))?;
+    let mut config = config;
+    config.criterion.margin.classes = classes;
     Ok(config)
 }
 

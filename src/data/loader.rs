@@ -21,6 +21,10 @@ use super::rng::{hash3, SplitMix64};
 /// Called once at the start of every epoch (1-based), before its first batch is made.
 pub type EpochHook = Arc<dyn Fn(usize) + Send + Sync>;
 
+/// Called with the epoch when a batch comes out short because the dataset could not produce
+/// some of its items (a decode error, which the dataset records in its error log).
+pub type MissingHook = Arc<dyn Fn(usize) + Send + Sync>;
+
 /// A data loader over [`FaceItem`]s whose epoch `e` is a fixed permutation and flip pattern.
 ///
 /// Epochs are numbered from 1, as Burn's Learner numbers them. Each call to
@@ -39,6 +43,7 @@ pub struct EpochLoader<B: Backend> {
     device: B::Device,
     next_epoch: AtomicUsize,
     on_epoch: Option<EpochHook>,
+    on_missing: Option<MissingHook>,
 }
 
 impl<B: Backend> EpochLoader<B> {
@@ -70,6 +75,7 @@ impl<B: Backend> EpochLoader<B> {
             device,
             next_epoch: AtomicUsize::new(first_epoch.max(1)),
             on_epoch: None,
+            on_missing: None,
         }
     }
 
@@ -77,6 +83,13 @@ impl<B: Backend> EpochLoader<B> {
     /// position 0 only, so once per epoch).
     pub fn with_epoch_hook(mut self, hook: EpochHook) -> Self {
         self.on_epoch = Some(hook);
+        self
+    }
+
+    /// Calls `hook(epoch)` for every batch missing an item, before the short batch is
+    /// returned, so the caller can stop training rather than train on fewer images unnoticed.
+    pub fn with_missing_hook(mut self, hook: MissingHook) -> Self {
+        self.on_missing = Some(hook);
         self
     }
 
@@ -92,6 +105,7 @@ impl<B: Backend> EpochLoader<B> {
             device,
             next_epoch: AtomicUsize::new(self.next_epoch.load(Ordering::SeqCst)),
             on_epoch: self.on_epoch.clone(),
+            on_missing: self.on_missing.clone(),
         }
     }
 
@@ -213,6 +227,11 @@ impl<B: Backend> Iterator for EpochIter<'_, B> {
                 // here; an empty batch is what a dead worker would leave.
                 self.workers[b % self.workers.len()].recv().unwrap_or_default()
             };
+            if items.len() < indices.len() {
+                if let Some(hook) = &self.loader.on_missing {
+                    hook(self.epoch);
+                }
+            }
             if items.is_empty() {
                 continue;
             }

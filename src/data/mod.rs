@@ -4,6 +4,8 @@
 //! * [`synth`]: procedural synthetic faces, the embedded default dataset;
 //! * [`folder`]: image folders with one subfolder per identity;
 //! * [`recordio`]: insightface / MXNet RecordIO `.rec` + `.idx` files (reader and writer);
+//! * [`source`]: a folder or `.rec` opened for training and split by identity;
+//! * [`loader`]: the training data loader, whose epochs are reproducible;
 //! * [`tool`]: what the `data` binary does;
 //! * [`verification_bin`]: insightface verification pair `.bin` pickles (reader and writer);
 //! * [`rng`]: the small deterministic PRNG used throughout;
@@ -15,6 +17,7 @@ pub mod folder;
 pub mod loader;
 pub mod recordio;
 pub mod rng;
+pub mod source;
 pub mod synth;
 pub mod tool;
 pub mod verification_bin;
