@@ -550,7 +550,11 @@ fn prepare_run_dir(
         }
         return Ok(last_checkpoint(out));
     }
-    if out.join("checkpoint").is_dir() {
+    // Burn creates `checkpoint/` when training starts; only files in it are worth keeping.
+    let holds_checkpoints = std::fs::read_dir(out.join("checkpoint"))
+        .map(|mut entries| entries.next().is_some())
+        .unwrap_or(false);
+    if holds_checkpoints {
         return Err(format!(
             "{} already holds the checkpoints of a run: resume=true continues it; to start \
              again, choose another out= or delete that directory",
@@ -706,6 +710,12 @@ impl BackendJob for TrainRun {
             training = training.renderer(QuietRenderer);
         }
         let result = training.launch(Learner::new(model, config.optimizer().init(), schedule));
+        // Closes the dashboard now, so what follows prints on the restored terminal. Dropping
+        // it is the way: burn-train 0.21's TUI `manual_close` waits for the user to press q
+        // and then s, and a renderer dropped after it panics (its Drop unwraps the thread
+        // handle `manual_close` already took).
+        let trained = result.model;
+        drop(result.renderer);
         let checkpoint = || match last_checkpoint(&self.out) {
             Some(epoch) => format!(
                 "the checkpoint of epoch {epoch} in {} is the last good state \
@@ -715,17 +725,15 @@ impl BackendJob for TrainRun {
             None => "no epoch had finished, so there is no checkpoint".to_string(),
         };
         if let Some(reason) = guard.stop_reason() {
-            let mut renderer = result.renderer;
-            renderer.manual_close();
             return Err(format!(
-                "training stopped in {reason}; no step after it was applied and no model was \
-                 written; {}",
-                checkpoint()
+                "training stopped in {reason}; that batch and the ones after it were not applied \
+                 and no model was written; {}. Repair or remove the file, then run the same \
+                 command again{}",
+                checkpoint(),
+                if last_checkpoint(&self.out).is_some() { " with resume=true" } else { "" }
             ));
         }
         if let Some(failure) = guard.failure() {
-            let mut renderer = result.renderer;
-            renderer.manual_close();
             let checkpoint = checkpoint();
             return Err(format!(
                 "training stopped at {failure}; nothing of that step was applied and no model \
@@ -735,21 +743,19 @@ impl BackendJob for TrainRun {
             ));
         }
         let model_path = self.out.join("model");
-        save_atomically(&result.model, &model_path)?;
+        save_atomically(&trained, &model_path)?;
         // The same weights for PyTorch (and for `init=`/`eval init=`), with insightface's keys.
         crate::interop::export_safetensors(
-            &result.model.model,
+            &trained.model,
             &config.model,
             &self.out.join("model.safetensors"),
         )
         .map_err(|e| e.to_string())?;
-        let mut renderer = result.renderer;
-        renderer.manual_close();
         let train_seconds = started.elapsed().as_secs_f64();
 
         let started = Instant::now();
         let report = evaluate_held_out(
-            &result.model.model,
+            &trained.model,
             &data.held_out,
             config.batch,
             config.eval.mode,

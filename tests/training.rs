@@ -359,6 +359,13 @@ fn an_image_that_cannot_be_read_stops_training_and_names_it() {
     assert!(err.contains(&name) && err.contains("epoch 1"), "{err}");
     assert!(err.contains("no model was written"), "{err}");
     assert!(!out.join("model.mpk").exists());
+    // No epoch finished, so nothing is kept: with the image repaired, the same run starts
+    // again in the same directory.
+    assert!(groupface::train::last_checkpoint(&out).is_none());
+    disk_faces(&dir);
+    let run =
+        TrainRun { config: disk_config(&folder), out: out.clone(), quiet: true, resume: false };
+    train(backend(), 0, run).expect("the repaired folder trains");
     let _ = std::fs::remove_dir_all(dir);
 }
 
