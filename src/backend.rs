@@ -118,6 +118,78 @@ pub type WgpuAutodiff = burn::backend::Autodiff<burn::backend::Wgpu<f32, i32>>;
 #[cfg(feature = "cuda")]
 pub type CudaAutodiff = burn::backend::Autodiff<burn::backend::Cuda<f32, i32>>;
 
+/// The floating-point type of every float tensor a job creates, parameters included.
+///
+/// `bf16` is Burn 0.21's device-wide default dtype (`set_default_dtypes`), so the backend types
+/// stay the f32 ones and nothing is compiled twice. It is pure bfloat16, not PyTorch's autocast:
+/// parameters, gradients and optimiser state are bf16 too, which is right for timing a step and
+/// wrong for a long training run (SGD updates below bf16's resolution are lost). Only `bench`
+/// takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// 32-bit floats, the backends' own default.
+    F32,
+    /// bfloat16 everywhere.
+    Bf16,
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+        })
+    }
+}
+
+impl FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" => Ok(Self::F32),
+            "bf16" => Ok(Self::Bf16),
+            _ => Err(format!("expected f32|bf16, found `{s}`")),
+        }
+    }
+}
+
+/// A job run after the device's default float type is set.
+struct WithPrecision<J> {
+    job: J,
+    precision: Precision,
+}
+
+impl<J: BackendJob> BackendJob for WithPrecision<J> {
+    type Output = Result<J::Output, String>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        use burn::tensor::{DType, Element};
+        if self.precision == Precision::Bf16 {
+            let int = <B::IntElem as Element>::dtype();
+            if let Err(err) = burn::tensor::set_default_dtypes::<B>(&device, DType::BF16, int) {
+                // A second job in the same process finds the device already set; that is
+                // fine when it was set to bf16 (the settings are fixed once any tensor exists).
+                let now = burn::tensor::get_device_settings::<B>(&device).float_dtype;
+                if DType::from(now) != DType::BF16 {
+                    return Err(format!("precision=bf16: {err}"));
+                }
+            }
+        }
+        Ok(self.job.run::<B>(device))
+    }
+}
+
+/// [`run`] with every float tensor of the job in `precision` (see [`Precision`]).
+pub fn run_with_precision<J: BackendJob>(
+    kind: BackendKind,
+    precision: Precision,
+    index: usize,
+    job: J,
+) -> Result<J::Output, String> {
+    run(kind, index, WithPrecision { job, precision })?
+}
+
 /// Runs `job` on `kind`, on device `index` for GPU backends (ignored on the CPU).
 pub fn run<J: BackendJob>(kind: BackendKind, index: usize, job: J) -> Result<J::Output, String> {
     let _ = (&job, index);

@@ -7,7 +7,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Distribution;
 use serde::Serialize;
 
-use crate::backend::BackendJob;
+use crate::backend::{BackendJob, Precision};
 use crate::labels::{GroupLabeler, LabelMethod};
 use crate::loss::{CriterionConfig, MarginSoftmaxConfig};
 use crate::model::GroupFaceConfig;
@@ -30,6 +30,9 @@ pub struct BenchCase {
     pub warmup: usize,
     /// Backend name, for the report.
     pub backend: String,
+    /// Float type of the step, for the report: the caller sets it on the device
+    /// ([`crate::backend::run_with_precision`]).
+    pub precision: Precision,
 }
 
 /// What one configuration measured.
@@ -47,6 +50,8 @@ pub struct BenchResult {
     pub steps: usize,
     /// Backend.
     pub backend: String,
+    /// Float type of every tensor of the step (`f32`, or pure `bf16`).
+    pub precision: Precision,
     /// Input side.
     pub side: usize,
     /// Training images per second over the timed steps.
@@ -118,6 +123,7 @@ impl BackendJob for BenchCase {
             batch: self.batch,
             steps: self.steps,
             backend: self.backend,
+            precision: self.precision,
             side,
             images_per_second: (self.batch * self.steps) as f64 / elapsed,
             step_seconds: elapsed / self.steps as f64,
@@ -322,7 +328,11 @@ impl TorchReference {
             mode: result.mode.clone(),
             batch: result.batch,
             side: result.side,
-            backend: result.backend.clone(),
+            // The float type rides with the backend, as PyTorch's autocast rides with its device.
+            backend: match result.precision {
+                Precision::F32 => result.backend.clone(),
+                other => format!("{} {other}", result.backend),
+            },
             burn_images_per_second: result.images_per_second,
             torch_images_per_second: torch_ips,
             ratio: result.images_per_second / torch_ips,

@@ -4,7 +4,7 @@
 //! `cargo run --release --bin bench -- backbone=tiny,r18 batch=32 steps=5 backend=flex`
 //! `cargo run --release --bin bench -- task=rank1 distractors=1000000 probes=1000 dim=512`
 
-use groupface::backend::{self, BackendKind};
+use groupface::backend::{self, BackendKind, Precision};
 use groupface::bench::{side_by_side_table, BenchCase, Rank1Bench, TorchReference};
 use groupface::cli::{self, parse_bool, CliError, Key, Spec};
 
@@ -56,6 +56,13 @@ fn spec() -> Spec {
             default: None,
             accepts: "a compiled backend (see --help of train)",
             help: "backend; default: the default CPU backend",
+        },
+        Key {
+            name: "precision",
+            default: Some("f32"),
+            accepts: "f32|bf16",
+            help:
+                "float type of the Burn step; bf16 is pure bfloat16 (parameters too), not autocast",
         },
         Key {
             name: "device",
@@ -148,6 +155,12 @@ fn run() -> Result<(), CliError> {
                 .collect(),
         }
     });
+    let value = args.raw("precision").unwrap_or("f32");
+    let precision: Precision = value.parse().map_err(|e: String| CliError::BadValue {
+        key: "precision".into(),
+        value: value.into(),
+        accepts: e,
+    })?;
     let mut rows = Vec::new();
     let names: Vec<String> = args.get_list("backbone")?;
     for name in names {
@@ -161,10 +174,10 @@ fn run() -> Result<(), CliError> {
             steps: args.get("steps")?,
             warmup: args.get("warmup")?,
             backend: backend.to_string(),
+            precision,
         };
-        let result = backend::run(backend, device, case.clone()).map_err(|e| {
-            CliError::BadValue { key: "backend".into(), value: backend.to_string(), accepts: e }
-        })?;
+        let result = backend::run_with_precision(backend, precision, device, case.clone())
+            .map_err(CliError::Run)?;
         println!("{}", serde_json::to_string(&result).expect("result serialises"));
         if let Some(reference) = &reference {
             let row = reference.compare(&case, &result).map_err(CliError::Run)?;
