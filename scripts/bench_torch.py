@@ -64,6 +64,12 @@ KEYS: dict[str, tuple[str | None, str, str]] = {
     "device": ("cpu", "cpu|cuda|cuda:N", "where to run"),
     "amp": ("none", "none|bf16", "bfloat16 autocast of the forward pass"),
     "compile": ("none", "none|default|reduce-overhead|max-autotune", "torch.compile mode"),
+    "cudnn_benchmark": (
+        "true",
+        "true|false",
+        "torch.backends.cudnn.benchmark on CUDA: cuDNN times its convolution algorithms on the "
+        "first step, as Burn's autotune does, so the warm-up steps hold that search",
+    ),
     "seed": ("0", "integer", "torch.manual_seed"),
 }
 
@@ -230,11 +236,17 @@ def run(case: BenchCase) -> dict:
         "images_per_second": case.batch * case.steps / elapsed,
         "step_seconds": elapsed / case.steps,
         "peak_memory_bytes": peak_memory_bytes(case.device),
+        # What the caching allocator held from the driver: what nvidia-smi shows, less the
+        # CUDA context.
+        "peak_reserved_bytes": (
+            int(torch.cuda.max_memory_reserved(case.device)) if case.device.type == "cuda" else None
+        ),
         "last_loss": last_loss,
         "framework": "pytorch",
         "device": str(case.device),
         "amp": case.amp,
         "compile": case.compile,
+        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
         "threads": torch.get_num_threads(),
         "classes": case.classes,
         "warmup": case.warmup,
@@ -258,6 +270,10 @@ def main() -> None:
     if compile_mode not in KEYS["compile"][1].split("|"):
         accepts = KEYS["compile"][1]
         sys.exit(f"error: bad value `{compile_mode}` for key `compile`: expected {accepts}")
+    benchmark = values["cudnn_benchmark"] or "true"
+    if benchmark not in ("true", "false"):
+        sys.exit(f"error: bad value `{benchmark}` for key `cudnn_benchmark`: expected true|false")
+    torch.backends.cudnn.benchmark = device.type == "cuda" and benchmark == "true"
     group_list = []
     for raw in (values["groups"] or "").split(","):
         if not raw.isdigit():

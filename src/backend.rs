@@ -154,13 +154,16 @@ impl FromStr for Precision {
     }
 }
 
-/// A job run after the device's default float type is set.
-struct WithPrecision<J> {
+/// A job run after the device's default float type is set and, on a GPU, after the device
+/// has answered.
+struct Prepared<J> {
     job: J,
     precision: Precision,
+    kind: BackendKind,
+    index: usize,
 }
 
-impl<J: BackendJob> BackendJob for WithPrecision<J> {
+impl<J: BackendJob> BackendJob for Prepared<J> {
     type Output = Result<J::Output, String>;
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
@@ -176,8 +179,46 @@ impl<J: BackendJob> BackendJob for WithPrecision<J> {
                 }
             }
         }
+        if !self.kind.is_cpu() {
+            probe::<B>(&device, self.kind, self.index)?;
+        }
         Ok(self.job.run::<B>(device))
     }
+}
+
+/// Creates one tensor and reads it back. A GPU backend that cannot start panics in its
+/// server thread (burn 0.21 and CubeCL unwrap the driver's errors), so without this a job
+/// would die with a backtrace; with it the binary prints what to check and exits.
+fn probe<B: AutodiffBackend>(
+    device: &B::Device,
+    kind: BackendKind,
+    index: usize,
+) -> Result<(), String> {
+    let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        burn::tensor::Tensor::<B, 1>::from_floats([1.0], device).into_data()
+    }));
+    let payload = match read {
+        Ok(_) => return Ok(()),
+        Err(payload) => payload,
+    };
+    let message = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("no message");
+    let hint = match kind {
+        BackendKind::Cuda => {
+            "check that the NVIDIA driver is loaded (nvidia-smi), that the GPU index exists, \
+             that CUDA's headers and NVRTC are installed (CUDA_PATH if not /usr/local/cuda), and \
+             that no `stubs` folder of CUDA is on LD_LIBRARY_PATH (CUDA_ERROR_STUB_LIBRARY)"
+        }
+        _ => {
+            "check that wgpu sees an adapter (vulkaninfo; without a GPU, Mesa's lavapipe from \
+             mesa-vulkan-drivers)"
+        }
+    };
+    let which = if kind == BackendKind::Cuda { format!(" on GPU {index}") } else { String::new() };
+    Err(format!("backend `{kind}` could not start{which} ({message}; see above): {hint}"))
 }
 
 /// [`run`] with every float tensor of the job in `precision` (see [`Precision`]).
@@ -187,11 +228,16 @@ pub fn run_with_precision<J: BackendJob>(
     index: usize,
     job: J,
 ) -> Result<J::Output, String> {
-    run(kind, index, WithPrecision { job, precision })?
+    dispatch(kind, index, Prepared { job, precision, kind, index })?
 }
 
-/// Runs `job` on `kind`, on device `index` for GPU backends (ignored on the CPU).
+/// Runs `job` on `kind`, on device `index` for GPU backends (ignored on the CPU). On a GPU the
+/// device is asked for one tensor first, so one that cannot start is an error, not a panic.
 pub fn run<J: BackendJob>(kind: BackendKind, index: usize, job: J) -> Result<J::Output, String> {
+    run_with_precision(kind, Precision::F32, index, job)
+}
+
+fn dispatch<J: BackendJob>(kind: BackendKind, index: usize, job: J) -> Result<J::Output, String> {
     let _ = (&job, index);
     match kind {
         #[cfg(feature = "ndarray")]
