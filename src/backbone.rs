@@ -7,13 +7,11 @@
 
 use burn::module::Initializer;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{
-    BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PRelu, PReluConfig,
-    PaddingConfig2d,
-};
+use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, PRelu, PReluConfig, PaddingConfig2d};
 use burn::prelude::*;
 
 use crate::error::ConfigError;
+use crate::norm::{BatchNorm, BatchNormConfig};
 
 /// BatchNorm epsilon of every IResNet normalisation (insightface uses 1e-5 throughout).
 pub const BN_EPS: f64 = 1e-5;

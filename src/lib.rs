@@ -35,6 +35,7 @@ pub mod labels;
 pub mod learner;
 pub mod loss;
 pub mod model;
+pub mod norm;
 pub mod plot;
 pub mod schedule;
 pub mod similarity;

@@ -11,7 +11,7 @@
 //! embedding directly and there is no shared layer, no FC_inst and no GDN.
 
 use burn::module::Param;
-use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PRelu, PReluConfig};
+use burn::nn::{Linear, LinearConfig, PRelu, PReluConfig};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use burn::tensor::TensorData;
@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backbone::{IResNet, IResNetConfig, BN_EPS};
 use crate::error::ConfigError;
+use crate::norm::{BatchNorm, BatchNormConfig};
 
 /// How the group-aware representations are ensembled (`mode=soft|hard`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
