@@ -7,9 +7,10 @@
 
 use burn::module::Initializer;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, PRelu, PReluConfig, PaddingConfig2d};
+use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 
+use crate::activation::{PRelu, PReluConfig};
 use crate::error::ConfigError;
 use crate::norm::{BatchNorm, BatchNormConfig};
 

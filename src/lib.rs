@@ -19,6 +19,7 @@
 #![recursion_limit = "256"]
 
 pub mod ablation;
+pub mod activation;
 pub mod analysis;
 pub mod backbone;
 pub mod backend;

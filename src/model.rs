@@ -11,12 +11,13 @@
 //! embedding directly and there is no shared layer, no FC_inst and no GDN.
 
 use burn::module::Param;
-use burn::nn::{Linear, LinearConfig, PRelu, PReluConfig};
+use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use burn::tensor::TensorData;
 use serde::{Deserialize, Serialize};
 
+use crate::activation::{PRelu, PReluConfig};
 use crate::backbone::{IResNet, IResNetConfig, BN_EPS};
 use crate::error::ConfigError;
 use crate::norm::{BatchNorm, BatchNormConfig};

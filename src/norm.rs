@@ -122,7 +122,7 @@ impl<B: Backend> BatchNorm<B> {
 /// scalar per row, but a `[1, C, 1]` operand (stride 0 on N after broadcasting) matches none of
 /// its fast paths and is walked element by element, 30 to 50 times slower. The copy is N * C
 /// elements; on the GPU backends it costs nothing that shows.
-fn per_sample<B: Backend>(channel: Tensor<B, 3>, batch: usize) -> Tensor<B, 3> {
+pub(crate) fn per_sample<B: Backend>(channel: Tensor<B, 3>, batch: usize) -> Tensor<B, 3> {
     channel.repeat_dim(0, batch)
 }
 
