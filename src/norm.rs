@@ -64,6 +64,7 @@ pub struct BatchNorm<B: Backend> {
     pub epsilon: f64,
 }
 
+// ANCHOR: forward
 impl<B: Backend> BatchNorm<B> {
     /// `[N, C, ...] -> [N, C, ...]`. Batch statistics when autodiff is on (training), the
     /// running statistics otherwise (a model from `.valid()`).
@@ -125,6 +126,7 @@ impl<B: Backend> BatchNorm<B> {
 pub(crate) fn per_sample<B: Backend>(channel: Tensor<B, 3>, batch: usize) -> Tensor<B, 3> {
     channel.repeat_dim(0, batch)
 }
+// ANCHOR_END: forward
 
 #[cfg(test)]
 mod tests {
