@@ -48,3 +48,25 @@ fn wgpu_forward_matches_ndarray() {
     compare(GroupFaceConfig::tiny(4));
     compare(GroupFaceConfig::tiny(4).with_mode(GroupMode::Hard).with_combine(Combine::Concat));
 }
+
+/// A GPU backend that cannot start is an error that says what to check, with exit status 2,
+/// not a panic (CubeCL panics in its server thread; `backend::run` probes the device first).
+/// The Vulkan loader is pointed at a driver file that does not exist, so wgpu finds no
+/// adapter on any machine; this needs none and is not ignored.
+#[test]
+fn a_wgpu_backend_that_cannot_start_is_an_error() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_bench"))
+        .args(["backbone=tiny", "batch=2", "steps=1", "warmup=0", "backend=wgpu"])
+        .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
+        .env("VK_DRIVER_FILES", "/nonexistent/icd.json")
+        .env("WGPU_BACKEND", "vulkan")
+        .output()
+        .expect("bench runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
+    assert!(
+        stderr.contains("error: backend `wgpu` could not start")
+            && stderr.contains("check that wgpu sees an adapter"),
+        "stderr: {stderr}"
+    );
+}
