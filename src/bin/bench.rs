@@ -155,12 +155,7 @@ fn run() -> Result<(), CliError> {
                 .collect(),
         }
     });
-    let value = args.raw("precision").unwrap_or("f32");
-    let precision: Precision = value.parse().map_err(|e: String| CliError::BadValue {
-        key: "precision".into(),
-        value: value.into(),
-        accepts: e,
-    })?;
+    let precision: Precision = args.get("precision")?;
     let mut rows = Vec::new();
     let names: Vec<String> = args.get_list("backbone")?;
     for name in names {
