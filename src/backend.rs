@@ -81,12 +81,13 @@ impl FromStr for BackendKind {
             "flex" => Self::Flex,
             "wgpu" => Self::Wgpu,
             "cuda" => Self::Cuda,
-            _ => return Err(format!("expected one of {}, found `{s}`", Self::accepted())),
+            // Says what is accepted, for `cli::backend`'s "expected ..." to complete.
+            _ => return Err(format!("one of {}", Self::accepted())),
         };
         if !kind.compiled() {
             return Err(format!(
-                "backend `{s}` is not compiled into this build (rebuild with --features {s}); \
-                 this build has {}",
+                "a backend compiled into this build, one of {} (`{s}` needs a rebuild with \
+                 --features {s})",
                 Self::accepted()
             ));
         }

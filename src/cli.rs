@@ -310,6 +310,22 @@ pub fn model_keys() -> Vec<Key> {
     ]
 }
 
+/// The `backend=` key: the named backend, or the default CPU one when it is not given. An
+/// unknown or uncompiled name is a [`CliError::BadValue`] saying which backends this build has.
+pub fn backend(args: &Args) -> Result<crate::backend::BackendKind, CliError> {
+    match args.raw("backend") {
+        Some(value) => value.parse().map_err(|accepts: String| CliError::BadValue {
+            key: "backend".into(),
+            value: value.into(),
+            accepts,
+        }),
+        None => {
+            Ok(crate::backend::BackendKind::default_cpu()
+                .expect("at least one backend is compiled"))
+        }
+    }
+}
+
 /// Builds and validates a model configuration from the [`model_keys`].
 pub fn model_config(args: &Args) -> Result<crate::model::GroupFaceConfig, CliError> {
     use crate::model::GroupFaceConfig;

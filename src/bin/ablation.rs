@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use groupface::ablation::{parse_groups, run_grid, write_outputs, Grid, Preset};
-use groupface::backend::{BackendKind, DEFAULT_BACKEND_HELP};
+use groupface::backend::DEFAULT_BACKEND_HELP;
 use groupface::cli::{CliError, Key, Spec};
 
 fn spec() -> Spec {
@@ -115,10 +115,7 @@ fn run() -> Result<(), CliError> {
         println!("{} runs", runs.len());
         return Ok(());
     }
-    let backend: BackendKind = match args.raw("backend") {
-        Some(value) => value.parse().map_err(|_| args.bad("backend", value))?,
-        None => BackendKind::default_cpu().expect("at least one backend is compiled"),
-    };
+    let backend = groupface::cli::backend(&args)?;
     let out: PathBuf = args.get("out")?;
     let device: usize = args.get("device")?;
     let command = std::iter::once("cargo run --release --bin ablation --".to_string())

@@ -105,14 +105,7 @@ fn spec() -> Spec {
 
 fn run() -> Result<(), CliError> {
     let args = spec().parse(std::env::args().skip(1))?;
-    let backend: BackendKind = match args.raw("backend") {
-        Some(value) => value.parse().map_err(|e: String| CliError::BadValue {
-            key: "backend".into(),
-            value: value.into(),
-            accepts: e,
-        })?,
-        None => BackendKind::default_cpu().expect("at least one backend is compiled"),
-    };
+    let backend = cli::backend(&args)?;
     let task: String = args.get("task")?;
     match task.as_str() {
         "train" => {}

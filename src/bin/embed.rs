@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use groupface::backend::{BackendKind, DEFAULT_BACKEND_HELP};
+use groupface::backend::DEFAULT_BACKEND_HELP;
 use groupface::cli::{self, CliError, Key, Spec};
 use groupface::evaluate::EmbedJob;
 
@@ -59,10 +59,7 @@ fn run() -> Result<(), CliError> {
         }
         (Some(_), Some(_)) => return Err(args.bad("init", args.raw("init").unwrap_or(""))),
     };
-    let backend: BackendKind = match args.raw("backend") {
-        Some(value) => value.parse().map_err(|_| args.bad("backend", value))?,
-        None => BackendKind::default_cpu().expect("at least one backend is compiled"),
-    };
+    let backend = cli::backend(&args)?;
     let job = EmbedJob {
         run,
         checkpoint,

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use groupface::backend::{BackendKind, DEFAULT_BACKEND_HELP};
+use groupface::backend::DEFAULT_BACKEND_HELP;
 use groupface::cli::{CliError, Key, Spec};
 use groupface::embed::{Embeddings, HostMatrix};
 use groupface::evaluate::{evaluate_run, pairs_report, EvalData, EvalJob, RunReport};
@@ -140,10 +140,7 @@ fn from_model(args: &groupface::cli::Args) -> Result<RunReport, CliError> {
         EvalData::Folder { root: PathBuf::from(&data_text), pairs: args.get_opt("pairs")? }
     };
     let mode: Option<GroupMode> = args.get_opt("mode")?;
-    let backend: BackendKind = match args.raw("backend") {
-        Some(value) => value.parse().map_err(|_| args.bad("backend", value))?,
-        None => BackendKind::default_cpu().expect("at least one backend is compiled"),
-    };
+    let backend = groupface::cli::backend(args)?;
     let pictures: Option<PathBuf> = args.get_opt("out")?;
     let job = EvalJob { run, checkpoint, data, mode, batch: args.get("batch")?, pictures };
     evaluate_run(backend, args.get("device")?, job).map_err(CliError::Run)
