@@ -44,6 +44,9 @@ pub struct EpochLoader<B: Backend> {
     next_epoch: AtomicUsize,
     on_epoch: Option<EpochHook>,
     on_missing: Option<MissingHook>,
+    /// Whether this loader calls `on_epoch`: the whole loader, a process's shard, and of the
+    /// slices Burn cuts for its devices only the first, so the hook runs once per epoch.
+    calls_hook: bool,
 }
 
 impl<B: Backend> EpochLoader<B> {
@@ -76,7 +79,20 @@ impl<B: Backend> EpochLoader<B> {
             next_epoch: AtomicUsize::new(first_epoch.max(1)),
             on_epoch: None,
             on_missing: None,
+            calls_hook: true,
         }
+    }
+
+    /// This process's shard of a run of `nodes` processes (rank `rank`): positions
+    /// `[rank·n/nodes, (rank+1)·n/nodes)` of each epoch's order of `n` items, as Burn splits an
+    /// epoch among its devices. The last `n mod nodes` positions are left out, so every
+    /// process takes the same number of steps (a step is an all-reduce that all must join).
+    pub fn shard(mut self, rank: usize, nodes: usize) -> Self {
+        let nodes = nodes.max(1);
+        let per = self.positions.len() / nodes;
+        let start = self.positions.start + rank.min(nodes - 1) * per;
+        self.positions = start..start + per;
+        self
     }
 
     /// Calls `hook(epoch)` when an epoch starts (on the loader or slice that starts at
@@ -94,6 +110,7 @@ impl<B: Backend> EpochLoader<B> {
     }
 
     fn copy(&self, positions: Range<usize>, device: B::Device) -> Self {
+        let calls_hook = self.calls_hook && positions.start == self.positions.start;
         Self {
             dataset: self.dataset.clone(),
             positions,
@@ -106,6 +123,7 @@ impl<B: Backend> EpochLoader<B> {
             next_epoch: AtomicUsize::new(self.next_epoch.load(Ordering::SeqCst)),
             on_epoch: self.on_epoch.clone(),
             on_missing: self.on_missing.clone(),
+            calls_hook,
         }
     }
 
@@ -144,7 +162,7 @@ fn decode(dataset: &dyn Dataset<FaceItem>, indices: &[usize]) -> Vec<FaceItem> {
 impl<B: Backend> DataLoader<B, FaceBatch<B>> for EpochLoader<B> {
     fn iter<'a>(&'a self) -> Box<dyn DataLoaderIterator<FaceBatch<B>> + 'a> {
         let epoch = self.next_epoch.fetch_add(1, Ordering::SeqCst);
-        if self.positions.start == 0 {
+        if self.calls_hook {
             if let Some(hook) = &self.on_epoch {
                 hook(epoch);
             }
@@ -338,5 +356,32 @@ mod tests {
             let _ = tail.iter().count();
         }
         assert_eq!(*seen.lock().unwrap(), vec![3, 4]);
+    }
+
+    #[test]
+    fn shards_are_burns_device_slices_of_equal_length_and_each_calls_the_hook() {
+        // 20 items over 3 processes: 6 each (20 / 3, rounded down), positions 0..6, 6..12
+        // and 12..18 of every epoch's order; positions 18 and 19 are left out.
+        let order = loader(1, 1).order(2);
+        for rank in 0..3 {
+            let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let log = seen.clone();
+            let shard = loader(1, 2)
+                .with_epoch_hook(Arc::new(move |e| log.lock().unwrap().push(e)))
+                .shard(rank, 3);
+            assert_eq!(shard.num_items(), 6);
+            assert_eq!(shard.order(2), order[6 * rank..6 * rank + 6].to_vec());
+            let _ = shard.iter().count();
+            // Each process's shard starts its epochs itself (seeding, label window).
+            assert_eq!(*seen.lock().unwrap(), vec![2], "rank {rank}");
+        }
+        // Two processes over 20: Burn's `devices=2` slices exactly.
+        let whole = loader(1, 1);
+        let burn = whole.slice(10, 20);
+        let shard = loader(1, 1).shard(1, 2);
+        let labels = |l: &dyn DataLoader<Flex, FaceBatch<Flex>>| -> Vec<i64> {
+            l.iter().flat_map(|b| b.labels.into_data().iter::<i64>().collect::<Vec<_>>()).collect()
+        };
+        assert_eq!(labels(&shard), labels(burn.as_ref()));
     }
 }
