@@ -410,8 +410,11 @@ fn run_one(
     // A run killed part-way (its directory has a config but no result) continues from its
     // last checkpoint.
     let resume = dir.join("config.json").is_file();
-    let outcome =
-        train(backend, device, TrainRun { config, out: dir.clone(), quiet: true, resume })?;
+    let outcome = train(
+        backend,
+        device,
+        TrainRun { config, out: dir.clone(), quiet: true, resume, node: None },
+    )?;
     let result = RunResult {
         setting: setting.clone(),
         report: outcome.report,

@@ -12,7 +12,8 @@
 //! - [`loss`]: ArcFace / CosFace / SphereFace / softmax margins, self-grouping loss, Center loss.
 //! - [`similarity`]: plain and group-aware similarity.
 //! - [`summary`]: parameter and FLOP counts from a configuration.
-//! - [`train`], [`learner`], [`schedule`]: training runs with burn-train's Learner.
+//! - [`train`], [`learner`], [`schedule`]: training runs with burn-train's Learner;
+//!   [`cluster`]: the same across processes and machines.
 //! - [`embed`], [`eval`], [`evaluate`], [`analysis`]: embeddings, the evaluation protocols and
 //!   what the groups learned.
 //! - [`ablation`]: grids of runs and their comparison with the paper.
@@ -25,6 +26,7 @@ pub mod backbone;
 pub mod backend;
 pub mod bench;
 pub mod cli;
+pub mod cluster;
 pub mod data;
 pub mod embed;
 pub mod error;

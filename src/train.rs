@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::backend::{BackendJob, BackendKind};
+use crate::cluster::{CollectiveStrategy, NodeLaunch};
 use crate::data::dataset::{ErrorLog, FaceItem, SynthDataset};
 use crate::data::loader::{EpochLoader, MissingHook};
 use crate::data::source::{FaceSource, SourceSplit};
@@ -107,6 +108,10 @@ pub struct TrainConfig {
     /// `devices * batch`; their gradients are averaged.
     #[config(default = 1)]
     pub devices: usize,
+    /// Processes (machines) of a data-parallel run, each training one replica on its shard of
+    /// every epoch (`crate::cluster`): the global batch is `nodes * devices * batch`.
+    #[config(default = 1)]
+    pub nodes: usize,
 }
 
 impl TrainConfig {
@@ -163,10 +168,18 @@ impl TrainConfig {
             ("batch", self.batch),
             ("workers", self.workers),
             ("devices", self.devices),
+            ("nodes", self.nodes),
         ] {
             if value == 0 {
                 return Err(ConfigError::new(key, "an integer > 0", "0"));
             }
+        }
+        if self.nodes > 1 && self.devices > 1 {
+            return Err(ConfigError::new(
+                "devices",
+                "1 when nodes > 1 (one replica per process; run a process per GPU instead)",
+                self.devices.to_string(),
+            ));
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return Err(ConfigError::new("lr", "a positive learning rate", self.lr.to_string()));
@@ -207,9 +220,10 @@ impl TrainConfig {
     }
 
     /// Optimiser steps per epoch over `train_images` images: one per global batch of
-    /// `devices * batch` images.
+    /// `nodes * devices * batch` images. With several nodes each takes `train_images / nodes`
+    /// of them (rounded down, so that all take the same number of steps).
     pub fn steps_per_epoch(&self, train_images: usize) -> usize {
-        train_images.div_ceil(self.batch * self.devices.max(1))
+        (train_images / self.nodes.max(1)).div_ceil(self.batch * self.devices.max(1))
     }
 
     /// The learning-rate schedule over the run's optimiser steps, for an epoch of
@@ -342,6 +356,8 @@ pub struct TrainRun {
     /// Continue the run in `out` from its newest complete checkpoint (from the start when it
     /// has none); `out/config.json` must hold the same configuration.
     pub resume: bool,
+    /// This process's place in a run of `config.nodes > 1` processes; `None` for one process.
+    pub node: Option<NodeLaunch>,
 }
 
 /// What a finished run leaves behind.
@@ -573,6 +589,21 @@ impl BackendJob for TrainRun {
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<TrainOutcome, String> {
         let config = self.config;
         config.validate().map_err(|e| e.to_string())?;
+        match (&self.node, config.nodes) {
+            (None, nodes) if nodes > 1 => {
+                return Err(format!(
+                    "nodes={nodes} needs this process's rank= and master=HOST:PORT, rank 0's \
+                     address, which every rank names"
+                ))
+            }
+            (Some(launch), 1) => {
+                return Err(format!(
+                    "rank={} is for a run of several processes: give nodes= too",
+                    launch.rank
+                ))
+            }
+            _ => {}
+        }
         let resume_from = prepare_run_dir(&config, &self.out, self.resume)?;
         if !self.quiet {
             if let Some(epoch) = resume_from {
@@ -668,7 +699,8 @@ impl BackendJob for TrainRun {
                 device.clone(),
             )
             .with_epoch_hook(hook)
-            .with_missing_hook(on_missing.clone()),
+            .with_missing_hook(on_missing.clone())
+            .shard(self.node.as_ref().map_or(0, |n| n.rank), config.nodes),
         );
         let valid_loader = Arc::new(
             EpochLoader::<B::InnerBackend>::new(
@@ -685,6 +717,26 @@ impl BackendJob for TrainRun {
         );
 
         let schedule = config.schedule(data.train.len()).map_err(|e| e.to_string())?;
+        let (strategy, collective_failure) = match &self.node {
+            Some(launch) => {
+                // Ranks must train the same configuration; `out` is not part of it.
+                let json = serde_json::to_string(&config).map_err(|e| e.to_string())?;
+                let fingerprint = json.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                    (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+                });
+                let strategy = CollectiveStrategy::<B>::new(
+                    device.clone(),
+                    config.nodes,
+                    launch.clone(),
+                    fingerprint,
+                );
+                let failure = strategy.failure_slot();
+                (TrainingStrategy::Custom(Arc::new(strategy)), Some(failure))
+            }
+            None => {
+                (TrainingStrategy::Default(execution_strategy::<B>(&device, config.devices)), None)
+            }
+        };
         let mut training = SupervisedTraining::new(&self.out, train_loader, valid_loader)
             .metrics((LossMetric::new(), AccuracyMetric::new()))
             .metric_train_numeric(GroupFaceMetric::new(GroupFaceQuantity::ClassificationLoss))
@@ -697,10 +749,7 @@ impl BackendJob for TrainRun {
             .metric_valid_numeric(GroupFaceMetric::new(GroupFaceQuantity::VerificationAccuracy))
             .with_interrupter(interrupter)
             .with_file_checkpointer(AtomicRecorder::default())
-            .with_training_strategy(TrainingStrategy::Default(execution_strategy::<B>(
-                &device,
-                config.devices,
-            )))
+            .with_training_strategy(strategy)
             .num_epochs(config.epochs)
             .summary();
         if let Some(epoch) = resume_from {
@@ -724,15 +773,6 @@ impl BackendJob for TrainRun {
             ),
             None => "no epoch had finished, so there is no checkpoint".to_string(),
         };
-        if let Some(reason) = guard.stop_reason() {
-            return Err(format!(
-                "training stopped in {reason}; that batch and the ones after it were not applied \
-                 and no model was written; {}. Repair or remove the file, then run the same \
-                 command again{}",
-                checkpoint(),
-                if last_checkpoint(&self.out).is_some() { " with resume=true" } else { "" }
-            ));
-        }
         if let Some(failure) = guard.failure() {
             let checkpoint = checkpoint();
             return Err(format!(
@@ -740,6 +780,23 @@ impl BackendJob for TrainRun {
                  was written; {checkpoint}. Try a lower lr (now {}), a longer warmup (now {} \
                  epochs), or clip_grad_norm=5 (now {})",
                 config.lr, config.warmup, config.clip_grad_norm
+            ));
+        }
+        if let Some(reason) = collective_failure.and_then(|f| f.lock().ok().and_then(|r| r.clone()))
+        {
+            return Err(format!(
+                "rank {} stopped: {reason}; no model was written; {}",
+                self.node.as_ref().map_or(0, |n| n.rank),
+                checkpoint()
+            ));
+        }
+        if let Some(reason) = guard.stop_reason() {
+            return Err(format!(
+                "training stopped in {reason}; that batch and the ones after it were not applied \
+                 and no model was written; {}. Repair or remove the file, then run the same \
+                 command again{}",
+                checkpoint(),
+                if last_checkpoint(&self.out).is_some() { " with resume=true" } else { "" }
             ));
         }
         let model_path = self.out.join("model");
@@ -914,6 +971,7 @@ pub const ADDED_CONFIG_FIELDS: &[(&[&str], &str)] = &[
     (&["clip_grad_norm"], "0.0"),
     (&["devices"], "1"),
     (&["data_path"], "null"),
+    (&["nodes"], "1"),
 ];
 
 /// Reads a run's `config.json`, filling in [`ADDED_CONFIG_FIELDS`] that an older file lacks.

@@ -15,7 +15,13 @@ use groupface::train::{train, TrainRun};
 #[test]
 fn train_writes_the_run_and_eval_reproduces_its_report() {
     let dir = temp_dir("pipeline-train");
-    let run = TrainRun { config: tiny_config(4), out: dir.clone(), quiet: true, resume: false };
+    let run = TrainRun {
+        config: tiny_config(4),
+        out: dir.clone(),
+        quiet: true,
+        resume: false,
+        node: None,
+    };
     let outcome = train(backend(), 0, run).expect("training runs");
     for file in [
         "config.json",
@@ -203,7 +209,13 @@ fn concurrent_runs_of_one_seed_agree() {
                     train(
                         backend(),
                         0,
-                        TrainRun { config: tiny_config(4), out, quiet: true, resume: false },
+                        TrainRun {
+                            config: tiny_config(4),
+                            out,
+                            quiet: true,
+                            resume: false,
+                            node: None,
+                        },
                     )
                 })
             })
@@ -221,21 +233,33 @@ fn two_stage_recipe_starts_from_the_baseline_trunk() {
     train(
         backend(),
         0,
-        TrainRun { config: tiny_config(0), out: baseline.clone(), quiet: true, resume: false },
+        TrainRun {
+            config: tiny_config(0),
+            out: baseline.clone(),
+            quiet: true,
+            resume: false,
+            node: None,
+        },
     )
     .expect("baseline trains");
     let config = tiny_config(4).with_init(Some(baseline.display().to_string())).with_epochs(1);
-    let outcome =
-        train(backend(), 0, TrainRun { config, out: dir.join("gf"), quiet: true, resume: false })
-            .expect("GroupFace trains from the baseline");
+    let outcome = train(
+        backend(),
+        0,
+        TrainRun { config, out: dir.join("gf"), quiet: true, resume: false, node: None },
+    )
+    .expect("GroupFace trains from the baseline");
     assert!(outcome.report.groups.is_some());
 
     // A backbone of another shape is refused, naming both.
     let mut config = tiny_config(4).with_init(Some(baseline.display().to_string()));
     config.model.backbone.blocks = vec![2, 1, 1, 1];
-    let err =
-        train(backend(), 0, TrainRun { config, out: dir.join("bad"), quiet: true, resume: false })
-            .unwrap_err();
+    let err = train(
+        backend(),
+        0,
+        TrainRun { config, out: dir.join("bad"), quiet: true, resume: false, node: None },
+    )
+    .unwrap_err();
     assert!(err.contains("blocks [1, 1, 1, 1]") && err.contains("blocks [2, 1, 1, 1]"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }

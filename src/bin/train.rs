@@ -7,8 +7,8 @@
 
 use std::path::PathBuf;
 
-use groupface::backend::BackendKind;
 use groupface::cli::{self, parse_bool, CliError, Key, Spec};
+use groupface::cluster::NodeLaunch;
 use groupface::data::synth::SynthConfig;
 use groupface::evaluate::SynthEvalConfig;
 use groupface::loss::{CriterionConfig, MarginKind, MarginSoftmaxConfig};
@@ -95,6 +95,24 @@ fn spec() -> Spec {
             Some("1"),
             "integer >= 1",
             "data-parallel replicas, each with batch= images (GPUs device.., device+1, ..)",
+        ),
+        key(
+            "nodes",
+            Some("1"),
+            "integer >= 1",
+            "processes (machines) of a data-parallel run, each one replica (see rank=)",
+        ),
+        key(
+            "rank",
+            None,
+            "integer in 0..nodes",
+            "this process of a nodes= run; the others meet at rank 0",
+        ),
+        key(
+            "master",
+            None,
+            "HOST:PORT",
+            "rank 0's address in a nodes= run, the same on every rank (rank 0 listens on PORT)",
         ),
         key(
             "resume",
@@ -197,6 +215,7 @@ fn config_from_args(args: &cli::Args) -> Result<TrainConfig, CliError> {
         .with_workers(args.get("workers")?)
         .with_clip_grad_norm(args.get("clip_grad_norm")?)
         .with_devices(args.get("devices")?)
+        .with_nodes(args.get("nodes")?)
         .with_data_path(data_path);
     if config.data_path.is_none() {
         return Ok(config);
@@ -207,6 +226,33 @@ fn config_from_args(args: &cli::Args) -> Result<TrainConfig, CliError> {
     let mut config = config;
     config.criterion.margin.classes = classes;
     Ok(config)
+}
+
+/// This process's place in a `nodes=` run: `rank=` and `master=` are needed exactly
+/// when the configuration has more than one node.
+fn node_launch(args: &cli::Args, config: &TrainConfig) -> Result<Option<NodeLaunch>, CliError> {
+    let launch_keys = ["rank", "master"];
+    if config.nodes == 1 {
+        if let Some(key) = launch_keys.into_iter().find(|k| args.given(k)) {
+            let value = args.raw(key).unwrap_or("").into();
+            return Err(bad(key, value, "nothing without nodes= (a run of one process)".into()));
+        }
+        return Ok(None);
+    }
+    let needed = |key: &str| {
+        args.raw(key).ok_or_else(|| {
+            bad(
+                key,
+                String::new(),
+                format!("a value: nodes={} runs one process per rank", config.nodes),
+            )
+        })
+    };
+    let rank: usize =
+        needed("rank")?.parse().map_err(|_| args.bad("rank", args.raw("rank").unwrap_or("")))?;
+    let launch = NodeLaunch::new(config.nodes, rank, needed("master")?)
+        .map_err(|e| bad(&e.key, e.found.clone(), e.expected.clone()))?;
+    Ok(Some(launch))
 }
 
 /// What stops a run: a command-line error (nothing ran) or a failure of the run itself.
@@ -235,7 +281,7 @@ fn run() -> Result<(), Failure> {
     };
     let config = match file.as_deref() {
         Some(file) => {
-            let fixed = ["config", "out", "backend", "device", "resume"];
+            let fixed = ["config", "out", "backend", "device", "resume", "rank", "master"];
             if let Some(key) =
                 spec.keys.iter().map(|k| k.name).find(|k| !fixed.contains(k) && args.given(k))
             {
@@ -253,12 +299,10 @@ fn run() -> Result<(), Failure> {
         None => config_from_args(&args)?,
     };
     config.validate().map_err(|e| bad(&e.key, e.found.clone(), e.expected.clone()))?;
-    let backend: BackendKind = match args.raw("backend") {
-        Some(value) => value.parse().map_err(|e: String| bad("backend", value.into(), e))?,
-        None => BackendKind::default_cpu().expect("at least one backend is compiled"),
-    };
+    let backend = cli::backend(&args)?;
     let device = args.get("device")?;
-    let run = TrainRun { config, out, quiet: false, resume };
+    let node = node_launch(&args, &config)?;
+    let run = TrainRun { config, out, quiet: false, resume, node };
     let outcome = train::train(backend, device, run).map_err(Failure::Run)?;
     let report = &outcome.report;
     println!(

@@ -1,0 +1,859 @@
+//! Data-parallel training across processes: one process per machine (or several on one
+//! machine, talking over loopback), each training a replica on its own shard of every epoch,
+//! with the gradients averaged after each step by a ring all-reduce over TCP.
+//!
+//! Why not Burn's own: Burn 0.21's `ddp` strategy needs a `DistributedBackend`, which only
+//! the CubeCL backends implement (and whose all-reduce only CUDA's server provides).
+//! burn-collective 0.21 has a multi-node all-reduce generic over the backend, and we built on
+//! it first, but it cannot run a training loop: every global all-reduce ends in
+//! `SyncService::sync`, which clears a *copy* of its list of synced peers
+//! (`global/node/sync.rs`, `let mut syncing_peers = ....to_vec(); ... syncing_peers.clear()`),
+//! so the list keeps growing and the second all-reduce of a registration waits forever
+//! (observed: two `train` ranks over loopback stopped at the second step, both in
+//! `burn_collective::api::all_reduce`). Burn removed burn-collective after 0.21, so no fix
+//! will come for our pin. The ring here is the textbook one: reduce-scatter then all-gather,
+//! `2 (N - 1) / N` of the gradients sent per rank and step.
+//!
+//! How a run of `nodes` processes is laid out:
+//! - every process runs `train` with the same configuration (`nodes=N`), its own `rank=`
+//!   (`0..N`) and `out=`, and names rank 0 with `master=HOST:PORT`; rank 0 listens there;
+//! - at the start the ranks meet at rank 0, which checks that they run the same configuration
+//!   and tells each where its neighbour in the ring listens;
+//! - rank `r` trains on positions `[r·n/N, (r+1)·n/N)` of each epoch's order (`n` images; the
+//!   last `n mod N` are left out so that every rank takes the same number of steps), which is
+//!   how Burn's in-process `devices=N` splits an epoch;
+//! - after each backward pass the ranks average their gradients (one all-reduce of all of
+//!   them, flattened in the module's order), so every replica takes the same optimiser step;
+//! - at the end of each epoch they average their BatchNorm running statistics, as Burn's
+//!   in-process replicas do through `RunningState`, so every rank checkpoints the same model.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use burn::data::dataloader::Progress;
+use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param};
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use burn::train::{
+    EventProcessorTraining, InferenceStep, Learner, LearnerEvent, LearningComponentsTypes,
+    SupervisedLearningStrategy, SupervisedTrainingEventProcessor, TrainLoader, TrainingBackend,
+    TrainingComponents, TrainingItem, TrainingModel, ValidLoader,
+};
+
+use crate::error::ConfigError;
+
+/// How long a rank waits for the others to start and meet (they may start minutes apart).
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How long a rank waits for a neighbour within an all-reduce before it gives up on the run:
+/// longer than any step, validation pass or checkpoint a rank may be ahead by.
+pub const LINK_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Where this process sits in a multi-process run: its rank and rank 0's address. The number
+/// of processes is the run's `nodes` (in its configuration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeLaunch {
+    /// This process, `0..nodes`. Rank 0 is the master: the others meet there.
+    pub rank: usize,
+    /// Rank 0's `HOST:PORT`, the same on every rank; rank 0 listens on its port.
+    pub master: String,
+}
+
+impl NodeLaunch {
+    /// Checks the keys of rank `rank` of `nodes`, naming the key at fault.
+    pub fn new(nodes: usize, rank: usize, master: &str) -> Result<Self, ConfigError> {
+        if nodes < 2 {
+            return Err(ConfigError::new("nodes", "at least 2 with rank=", nodes.to_string()));
+        }
+        if rank >= nodes {
+            return Err(ConfigError::new(
+                "rank",
+                format!("a rank in 0..{nodes} (nodes={nodes})"),
+                rank.to_string(),
+            ));
+        }
+        host_port("master", master)?;
+        Ok(Self { rank, master: master.to_string() })
+    }
+
+    fn master_port(&self) -> u16 {
+        host_port("master", &self.master).map(|(_, p)| p).unwrap_or(0)
+    }
+}
+
+/// `HOST:PORT` with a port in 1..=65535, for key `key`.
+fn host_port(key: &str, value: &str) -> Result<(String, u16), ConfigError> {
+    let expected = "HOST:PORT, e.g. 127.0.0.1:29500";
+    let bad = || ConfigError::new(key, expected, format!("`{value}`"));
+    let (host, port) = value.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().ok().filter(|&p| p > 0).ok_or_else(bad)?;
+    if host.is_empty() {
+        return Err(bad());
+    }
+    Ok((host.to_string(), port))
+}
+
+/// The bytes that open every connection, so a stray client (or another program on the port)
+/// is an error and not garbage.
+const MAGIC: &[u8; 8] = b"GFRING01";
+
+fn io_err(what: &str, e: std::io::Error) -> String {
+    format!("{what}: {e}")
+}
+
+fn write_u64(stream: &mut TcpStream, value: u64) -> std::io::Result<()> {
+    stream.write_all(&value.to_le_bytes())
+}
+
+fn read_u64(stream: &mut TcpStream) -> std::io::Result<u64> {
+    let mut bytes = [0u8; 8];
+    stream.read_exact(&mut bytes)?;
+    Ok(u64::from_le_bytes(bytes))
+}
+
+fn write_text(stream: &mut TcpStream, text: &str) -> std::io::Result<()> {
+    write_u64(stream, text.len() as u64)?;
+    stream.write_all(text.as_bytes())
+}
+
+fn read_text(stream: &mut TcpStream) -> std::io::Result<String> {
+    let len = read_u64(stream)?;
+    if len > 1 << 16 {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "message too long"));
+    }
+    let mut bytes = vec![0u8; len as usize];
+    stream.read_exact(&mut bytes)?;
+    String::from_utf8(bytes)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"))
+}
+
+fn read_magic(stream: &mut TcpStream) -> std::io::Result<()> {
+    let mut magic = [0u8; 8];
+    stream.read_exact(&mut magic)?;
+    if &magic != MAGIC {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not a groupface rank (wrong greeting)",
+        ));
+    }
+    Ok(())
+}
+
+/// A rank's two links in the ring: to the next rank (`(r + 1) mod N`), which it sends to,
+/// and from the previous one, which it receives from.
+pub struct Ring {
+    rank: usize,
+    nodes: usize,
+    next: TcpStream,
+    prev: TcpStream,
+    /// All-reduces so far; each message carries the count, so ranks that fell out of step are
+    /// an error and not a silent mix of two steps.
+    round: u64,
+}
+
+impl std::fmt::Debug for Ring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ring")
+            .field("rank", &self.rank)
+            .field("nodes", &self.nodes)
+            .field("round", &self.round)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ring {
+    /// Meets the other ranks and links the ring. Rank 0 listens on the master port, takes
+    /// every other rank's greeting (its rank, the run's size, a fingerprint of its
+    /// configuration and the port it listens on), checks them and answers with the table of
+    /// listening addresses; then each rank connects to the next and accepts the previous.
+    /// `fingerprint` (of the configuration) and `epoch` (the first epoch to train, later than
+    /// 1 when resuming) must be equal on every rank.
+    pub fn join(
+        launch: &NodeLaunch,
+        nodes: usize,
+        fingerprint: u64,
+        epoch: usize,
+    ) -> Result<Self, String> {
+        let rank = launch.rank;
+        let deadline = Instant::now() + JOIN_TIMEOUT;
+        let (listener, table) = if rank == 0 {
+            let port = launch.master_port();
+            let listener = TcpListener::bind(("0.0.0.0", port)).map_err(|e| {
+                format!("master: rank 0 cannot listen on port {port} ({e}); choose another port")
+            })?;
+            let table = Self::gather(&listener, launch, nodes, (fingerprint, epoch), deadline)?;
+            (listener, table)
+        } else {
+            let listener = TcpListener::bind(("0.0.0.0", 0))
+                .map_err(|e| io_err("cannot open a port to listen on", e))?;
+            let table = Self::greet(&listener, launch, nodes, (fingerprint, epoch), deadline)?;
+            (listener, table)
+        };
+        let next_rank = (rank + 1) % nodes;
+        let prev_rank = (rank + nodes - 1) % nodes;
+        let mut next = connect(table[next_rank], deadline).map_err(|e| {
+            format!("rank {rank} cannot reach rank {next_rank} at {}: {e}", table[next_rank])
+        })?;
+        next.write_all(MAGIC)
+            .and_then(|_| write_u64(&mut next, 1))
+            .and_then(|_| write_u64(&mut next, rank as u64))
+            .map_err(|e| io_err(&format!("rank {rank}: linking to rank {next_rank}"), e))?;
+        let mut prev = accept(&listener, deadline)
+            .map_err(|e| format!("rank {rank}: rank {prev_rank} did not link: {e}"))?;
+        let linked = read_magic(&mut prev)
+            .and_then(|_| read_u64(&mut prev))
+            .and_then(|kind| {
+                if kind == 1 {
+                    read_u64(&mut prev)
+                } else {
+                    Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "not a link"))
+                }
+            })
+            .map_err(|e| io_err(&format!("rank {rank}: link from rank {prev_rank}"), e))?;
+        if linked != prev_rank as u64 {
+            return Err(format!(
+                "rank {rank}: expected the link of rank {prev_rank}, rank {linked} came"
+            ));
+        }
+        for stream in [&next, &prev] {
+            stream.set_nodelay(true).ok();
+            stream.set_read_timeout(Some(LINK_TIMEOUT)).ok();
+            stream.set_write_timeout(Some(LINK_TIMEOUT)).ok();
+        }
+        Ok(Self { rank, nodes, next, prev, round: 0 })
+    }
+
+    /// Rank 0: collects the greetings of ranks 1..N and answers each with the table, or with
+    /// what is wrong. Returns the table (rank 0's own entry is the master address).
+    fn gather(
+        listener: &TcpListener,
+        launch: &NodeLaunch,
+        nodes: usize,
+        (fingerprint, epoch): (u64, usize),
+        deadline: Instant,
+    ) -> Result<Vec<SocketAddr>, String> {
+        let master = resolve(&launch.master)?;
+        let mut table: Vec<Option<SocketAddr>> = vec![None; nodes];
+        table[0] = Some(master);
+        let mut greeted: Vec<(usize, TcpStream)> = Vec::new();
+        let mut problem: Option<String> = None;
+        while greeted.len() + 1 < nodes {
+            let mut stream = accept(listener, deadline).map_err(|e| {
+                let missing: Vec<String> =
+                    (1..nodes).filter(|r| table[*r].is_none()).map(|r| r.to_string()).collect();
+                format!("rank 0: ranks {} did not arrive: {e}", missing.join(", "))
+            })?;
+            let peer_ip = stream.peer_addr().map(|a| a.ip()).map_err(|e| io_err("rank 0", e))?;
+            let hello =
+                read_magic(&mut stream).and_then(|_| read_u64(&mut stream)).and_then(|kind| {
+                    if kind != 0 {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            "a link before the table",
+                        ));
+                    }
+                    Ok((
+                        read_u64(&mut stream)?,
+                        read_u64(&mut stream)?,
+                        read_u64(&mut stream)?,
+                        read_u64(&mut stream)?,
+                        read_u64(&mut stream)?,
+                    ))
+                });
+            let (rank, their_nodes, their_fingerprint, their_epoch, port) = match hello {
+                Ok(hello) => hello,
+                // Not a rank: ignore it and keep waiting for the real ones.
+                Err(_) => continue,
+            };
+            let rank = rank as usize;
+            let complaint = if their_nodes as usize != nodes {
+                Some(format!("rank {rank} has nodes={their_nodes}, rank 0 has nodes={nodes}"))
+            } else if rank == 0 || rank >= nodes {
+                Some(format!("a process says rank={rank}; ranks are 1..{nodes} besides rank 0"))
+            } else if table[rank].is_some() {
+                Some(format!("two processes say rank={rank}"))
+            } else if their_fingerprint != fingerprint {
+                Some(format!(
+                    "rank {rank}'s configuration differs from rank 0's (every rank must run \
+                     the same configuration; only out= may differ)"
+                ))
+            } else if their_epoch as usize != epoch {
+                Some(format!(
+                    "rank {rank} starts at epoch {their_epoch}, rank 0 at epoch {epoch}; \
+                     resume every rank from the same checkpoint (remove the newer ones)"
+                ))
+            } else {
+                None
+            };
+            if let Some(complaint) = complaint {
+                let _ = write_u64(&mut stream, 1).and_then(|_| write_text(&mut stream, &complaint));
+                problem.get_or_insert(complaint);
+                // The run cannot go on; tell the ones already here too.
+                break;
+            }
+            table[rank] = Some(SocketAddr::new(peer_ip, port as u16));
+            greeted.push((rank, stream));
+        }
+        if let Some(problem) = problem {
+            for (_, mut stream) in greeted {
+                let _ = write_u64(&mut stream, 1).and_then(|_| write_text(&mut stream, &problem));
+            }
+            return Err(problem);
+        }
+        let table: Vec<SocketAddr> =
+            table.into_iter().map(|a| a.expect("every rank greeted")).collect();
+        let text = table.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(" ");
+        for (rank, mut stream) in greeted {
+            write_u64(&mut stream, 0)
+                .and_then(|_| write_text(&mut stream, &text))
+                .map_err(|e| io_err(&format!("rank 0: sending the table to rank {rank}"), e))?;
+        }
+        Ok(table)
+    }
+
+    /// Ranks 1..N: greets rank 0 (retrying until it listens) and reads the table.
+    fn greet(
+        listener: &TcpListener,
+        launch: &NodeLaunch,
+        nodes: usize,
+        (fingerprint, epoch): (u64, usize),
+        deadline: Instant,
+    ) -> Result<Vec<SocketAddr>, String> {
+        let rank = launch.rank;
+        let master = resolve(&launch.master)?;
+        let port = listener.local_addr().map_err(|e| io_err("listening port", e))?.port();
+        let mut stream = connect(master, deadline).map_err(|e| {
+            format!("rank {rank} cannot reach the master at {}: {e}", launch.master)
+        })?;
+        stream
+            .write_all(MAGIC)
+            .and_then(|_| write_u64(&mut stream, 0))
+            .and_then(|_| write_u64(&mut stream, rank as u64))
+            .and_then(|_| write_u64(&mut stream, nodes as u64))
+            .and_then(|_| write_u64(&mut stream, fingerprint))
+            .and_then(|_| write_u64(&mut stream, epoch as u64))
+            .and_then(|_| write_u64(&mut stream, port as u64))
+            .map_err(|e| io_err(&format!("rank {rank}: greeting the master"), e))?;
+        let remaining =
+            deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
+        stream.set_read_timeout(Some(remaining)).ok();
+        let answer = read_u64(&mut stream).and_then(|status| Ok((status, read_text(&mut stream)?)));
+        let (status, text) = answer.map_err(|e| {
+            io_err(&format!("rank {rank}: waiting for the other ranks at the master"), e)
+        })?;
+        if status != 0 {
+            return Err(format!("rank 0 refused the run: {text}"));
+        }
+        let table: Vec<SocketAddr> = text.split(' ').filter_map(|a| a.parse().ok()).collect();
+        if table.len() != nodes {
+            return Err(format!("rank {rank}: the master sent a table of {} ranks", table.len()));
+        }
+        Ok(table)
+    }
+
+    // ANCHOR: ring
+    /// Replaces `data` by its mean over the ranks, identical to the bit on every rank.
+    ///
+    /// Ring all-reduce: in `N - 1` rounds of reduce-scatter each rank sends one of `N` chunks
+    /// to the next rank and adds the chunk it receives from the previous, so that rank `r`
+    /// ends with the whole sum of chunk `(r + 1) mod N`; in `N - 1` rounds of all-gather the
+    /// sums travel once around the ring. Every rank then divides by `N`.
+    pub fn all_reduce_mean(&mut self, data: &mut [f32]) -> Result<(), String> {
+        let (n, rank) = (self.nodes, self.rank);
+        let len = data.len();
+        let bounds = |k: usize| (k * len / n, (k + 1) * len / n);
+        for phase in 0..2 {
+            for step in 0..n - 1 {
+                // Reduce-scatter sends chunk r - s and receives r - s - 1; all-gather sends
+                // the finished chunk r + 1 - s and receives r - s.
+                let (send, recv) = if phase == 0 {
+                    ((rank + n - step) % n, (rank + 2 * n - step - 1) % n)
+                } else {
+                    ((rank + 1 + n - step) % n, (rank + n - step) % n)
+                };
+                let (a, b) = bounds(send);
+                let outgoing: Vec<u8> = data[a..b].iter().flat_map(|v| v.to_le_bytes()).collect();
+                let (a, b) = bounds(recv);
+                let mut incoming = vec![0u8; (b - a) * 4];
+                let tag = (self.round * 2 + phase as u64) * n as u64 + step as u64;
+                let (next, prev) = (&mut self.next, &mut self.prev);
+                let received = std::thread::scope(|scope| {
+                    let sender = scope.spawn(move || -> std::io::Result<()> {
+                        write_u64(next, tag)?;
+                        write_u64(next, outgoing.len() as u64)?;
+                        next.write_all(&outgoing)
+                    });
+                    let received = (|| -> std::io::Result<()> {
+                        let (their_tag, len) = (read_u64(prev)?, read_u64(prev)?);
+                        if their_tag != tag || len != incoming.len() as u64 {
+                            return Err(std::io::Error::new(
+                                std::io::ErrorKind::InvalidData,
+                                format!(
+                                    "out of step (message {their_tag} of {len} bytes, expected \
+                                     {tag} of {})",
+                                    incoming.len()
+                                ),
+                            ));
+                        }
+                        prev.read_exact(&mut incoming)
+                    })();
+                    let sent = sender.join().unwrap_or_else(|_| {
+                        Err(std::io::Error::other("the sending thread panicked"))
+                    });
+                    sent.map_err(|e| io_err(&format!("rank {rank}: sending to the next rank"), e))?;
+                    received.map_err(|e| {
+                        io_err(&format!("rank {rank}: receiving from the previous rank"), e)
+                    })
+                });
+                received?;
+                let values =
+                    incoming.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                if phase == 0 {
+                    data[a..b].iter_mut().zip(values).for_each(|(v, x)| *v += x);
+                } else {
+                    data[a..b].iter_mut().zip(values).for_each(|(v, x)| *v = x);
+                }
+            }
+        }
+        data.iter_mut().for_each(|v| *v /= n as f32);
+        self.round += 1;
+        Ok(())
+    }
+    // ANCHOR_END: ring
+}
+
+fn resolve(address: &str) -> Result<SocketAddr, String> {
+    address
+        .to_socket_addrs()
+        .map_err(|e| format!("master={address}: the host does not resolve ({e})"))?
+        .find(|a| a.is_ipv4())
+        .or_else(|| address.to_socket_addrs().ok()?.next())
+        .ok_or_else(|| format!("master={address}: no address"))
+}
+
+/// Connects to `address`, retrying every 100 ms until `deadline` (the other side may not be
+/// listening yet).
+fn connect(address: SocketAddr, deadline: Instant) -> std::io::Result<TcpStream> {
+    loop {
+        match TcpStream::connect_timeout(&address, Duration::from_secs(5)) {
+            Ok(stream) => return Ok(stream),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// Accepts one connection, giving up at `deadline`.
+fn accept(listener: &TcpListener, deadline: Instant) -> std::io::Result<TcpStream> {
+    listener.set_nonblocking(true)?;
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                stream.set_nonblocking(false)?;
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                stream.set_read_timeout(Some(remaining.max(Duration::from_secs(1))))?;
+                return Ok(stream);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if Instant::now() >= deadline {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("nothing came within {} s", JOIN_TIMEOUT.as_secs()),
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The Learner strategy of one rank of a multi-process run. The training loader it is given
+/// must already be this rank's shard (see [`crate::data::loader::EpochLoader::shard`]).
+pub struct CollectiveStrategy<B: AutodiffBackend> {
+    device: B::Device,
+    nodes: usize,
+    launch: NodeLaunch,
+    fingerprint: u64,
+    /// Why this rank stopped because of the others (a rank that stopped, a lost link); read
+    /// by the caller once the Learner returns.
+    failure: Arc<Mutex<Option<String>>>,
+}
+
+impl<B: AutodiffBackend> CollectiveStrategy<B> {
+    /// The strategy of `launch.rank` among `nodes` processes, training on `device`;
+    /// `fingerprint` identifies the configuration, which must be the same on every rank.
+    pub fn new(device: B::Device, nodes: usize, launch: NodeLaunch, fingerprint: u64) -> Self {
+        Self { device, nodes, launch, fingerprint, failure: Arc::new(Mutex::new(None)) }
+    }
+
+    /// Where the reason this rank stopped because of the others will be, once training
+    /// returns.
+    pub fn failure_slot(&self) -> Arc<Mutex<Option<String>>> {
+        self.failure.clone()
+    }
+
+    fn fail(&self, reason: String) {
+        if let Ok(mut slot) = self.failure.lock() {
+            slot.get_or_insert(reason);
+        }
+    }
+}
+
+/// A flat tensor's values on the host, as f32 (the wire format; a bf16 or f16 run is
+/// widened and narrowed again).
+fn host<B: Backend>(flat: Tensor<B, 1>) -> Result<Vec<f32>, String> {
+    flat.into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .map_err(|e| format!("reading gradients to send: {e:?}"))
+}
+
+/// Averages `grads` of `module`'s trainable parameters over the ranks in one all-reduce
+/// (flattened in the module's visiting order, which every rank shares; parameter ids are
+/// drawn at random per process and cannot order them), with `stop` (this rank wants to
+/// stop) riding along as one more element. A parameter without a gradient on this rank
+/// contributes zeros. Returns the averaged gradients and whether any rank wants to stop.
+pub fn all_reduce_gradients<B: AutodiffBackend, M: AutodiffModule<B>>(
+    ring: &mut Ring,
+    module: &M,
+    mut grads: GradientsParams,
+    stop: bool,
+    device: &B::Device,
+) -> Result<(GradientsParams, bool), String> {
+    struct Gather<'a, B: AutodiffBackend> {
+        grads: &'a mut GradientsParams,
+        parts: Vec<Tensor<B::InnerBackend, 1>>,
+        device: B::Device,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Gather<'_, B> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let value = param.val();
+            if !value.is_require_grad() {
+                return;
+            }
+            let n = value.shape().num_elements();
+            let grad = match self.grads.remove::<B::InnerBackend, D>(param.id) {
+                Some(grad) => grad.reshape([n]),
+                None => Tensor::zeros([n], &self.device),
+            };
+            self.parts.push(grad);
+        }
+    }
+    struct Scatter<'a, B: AutodiffBackend> {
+        grads: &'a mut GradientsParams,
+        flat: Tensor<B::InnerBackend, 1>,
+        offset: usize,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Scatter<'_, B> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let value = param.val();
+            if !value.is_require_grad() {
+                return;
+            }
+            let dims = value.dims();
+            let n = value.shape().num_elements();
+            let grad = self.flat.clone().narrow(0, self.offset, n).reshape(dims);
+            self.offset += n;
+            self.grads.register::<B::InnerBackend, D>(param.id, grad);
+        }
+    }
+
+    let mut gather = Gather::<B> { grads: &mut grads, parts: Vec::new(), device: device.clone() };
+    module.visit(&mut gather);
+    let mut parts = gather.parts;
+    parts.push(Tensor::from_floats([if stop { 1.0 } else { 0.0 }], device));
+    let mut flat = host(Tensor::cat(parts, 0))?;
+    ring.all_reduce_mean(&mut flat)?;
+    let any_stop = flat[flat.len() - 1] > 0.0;
+    let len = flat.len();
+    let flat = Tensor::<B::InnerBackend, 1>::from_data(TensorData::new(flat, [len]), device);
+    let mut grads = GradientsParams::new();
+    module.visit(&mut Scatter::<B> { grads: &mut grads, flat, offset: 0 });
+    Ok((grads, any_stop))
+}
+
+/// Averages the running statistics (every float tensor of `module` that takes no gradient,
+/// i.e. BatchNorm's `running_mean` and `running_var`) over the ranks, in one all-reduce.
+/// A running statistic is shared by every clone of a module (burn's `RunningState` holds it
+/// behind an `Arc`), so the Learner's model is updated through `module`, a clone of it.
+pub fn all_reduce_running_stats<B: AutodiffBackend, M: AutodiffModule<B>>(
+    ring: &mut Ring,
+    module: M,
+    device: &B::Device,
+) -> Result<(), String> {
+    struct Gather<B: AutodiffBackend> {
+        parts: Vec<Tensor<B::InnerBackend, 1>>,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Gather<B> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let value = param.val();
+            if !value.is_require_grad() {
+                let n = value.shape().num_elements();
+                self.parts.push(value.inner().reshape([n]));
+            }
+        }
+    }
+    struct Replace<B: AutodiffBackend> {
+        flat: Tensor<B::InnerBackend, 1>,
+        offset: usize,
+    }
+    impl<B: AutodiffBackend> ModuleMapper<B> for Replace<B> {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+            let (id, value, mapper) = param.consume();
+            if value.is_require_grad() {
+                return Param::from_mapped_value(id, value, mapper);
+            }
+            let dims = value.dims();
+            let n = value.shape().num_elements();
+            let mean = self.flat.clone().narrow(0, self.offset, n).reshape(dims);
+            self.offset += n;
+            Param::from_mapped_value(id, Tensor::from_inner(mean), mapper)
+        }
+    }
+
+    // A running statistic keeps each thread's latest update aside until it is read into a
+    // record; reading one folds them in.
+    drop(module.clone().into_record());
+    let mut gather = Gather::<B> { parts: Vec::new() };
+    module.visit(&mut gather);
+    if gather.parts.is_empty() {
+        return Ok(());
+    }
+    let mut flat = host(Tensor::cat(gather.parts, 0))?;
+    ring.all_reduce_mean(&mut flat)?;
+    let len = flat.len();
+    let flat = Tensor::<B::InnerBackend, 1>::from_data(TensorData::new(flat, [len]), device);
+    drop(module.map(&mut Replace::<B> { flat, offset: 0 }));
+    Ok(())
+}
+
+impl<LC> SupervisedLearningStrategy<LC> for CollectiveStrategy<TrainingBackend<LC>>
+where
+    LC: LearningComponentsTypes,
+{
+    fn fit(
+        &self,
+        components: TrainingComponents<LC>,
+        mut learner: Learner<LC>,
+        dataloader_train: TrainLoader<LC>,
+        dataloader_valid: ValidLoader<LC>,
+        starting_epoch: usize,
+    ) -> (TrainingModel<LC>, SupervisedTrainingEventProcessor<LC>) {
+        let mut processor = components.event_processor;
+        let mut checkpointer = components.checkpointer;
+        let interrupter = components.interrupter;
+        learner.fork(&self.device);
+        let mut ring = match Ring::join(&self.launch, self.nodes, self.fingerprint, starting_epoch)
+        {
+            Ok(ring) => ring,
+            Err(e) => {
+                self.fail(e.clone());
+                interrupter.stop(Some(&e));
+                return (learner.model(), processor);
+            }
+        };
+        let train = dataloader_train.to_device(&self.device);
+        let valid = dataloader_valid.to_device(&self.device);
+
+        for epoch in starting_epoch..=components.num_epochs {
+            let global = Progress::new(epoch, components.num_epochs);
+            let mut iterator = train.iter();
+            let mut iteration = 0;
+            let mut stopped = false;
+            while let Some(batch) = iterator.next() {
+                iteration += 1;
+                learner.lr_step();
+                let progress = iterator.progress();
+                let output = learner.train_step(batch);
+                let wants_stop = interrupter.should_stop();
+                match all_reduce_gradients(
+                    &mut ring,
+                    &learner.model(),
+                    output.grads,
+                    wants_stop,
+                    &self.device,
+                ) {
+                    Ok((grads, false)) => learner.optimizer_step(grads),
+                    Ok((_, true)) => {
+                        if !wants_stop {
+                            let reason = "another rank of the run stopped (its output says why)";
+                            self.fail(reason.into());
+                            interrupter.stop(Some(reason));
+                        }
+                        stopped = true;
+                    }
+                    Err(e) => {
+                        self.fail(e.clone());
+                        interrupter.stop(Some(&e));
+                        stopped = true;
+                    }
+                }
+                let item = TrainingItem::new(
+                    output.item,
+                    progress,
+                    global.clone(),
+                    Some(iteration),
+                    Some(learner.lr_current()),
+                );
+                processor.process_train(LearnerEvent::ProcessedItem(item));
+                if stopped {
+                    break;
+                }
+            }
+            processor.process_train(LearnerEvent::EndEpoch(epoch));
+            if stopped || interrupter.should_stop() {
+                break;
+            }
+
+            if let Err(e) = all_reduce_running_stats(&mut ring, learner.model(), &self.device) {
+                self.fail(e.clone());
+                interrupter.stop(Some(&e));
+                break;
+            }
+
+            let model = learner.model().valid();
+            let mut iterator = valid.iter();
+            let mut iteration = 0;
+            while let Some(batch) = iterator.next() {
+                iteration += 1;
+                let progress = iterator.progress();
+                let item = model.step(batch);
+                let item = TrainingItem::new(item, progress, global.clone(), Some(iteration), None);
+                processor.process_valid(LearnerEvent::ProcessedItem(item));
+            }
+            processor.process_valid(LearnerEvent::EndEpoch(epoch));
+
+            if let Some(checkpointer) = &mut checkpointer {
+                checkpointer.checkpoint(&learner, epoch, &components.event_store);
+            }
+        }
+        (learner.model(), processor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn launch_keys_are_checked_and_name_the_key() {
+        let launch = NodeLaunch::new(2, 1, "127.0.0.1:29500").unwrap();
+        assert_eq!((launch.rank, launch.master_port()), (1, 29500));
+        let key = |r: Result<NodeLaunch, ConfigError>| r.unwrap_err().key;
+        assert_eq!(key(NodeLaunch::new(2, 2, "127.0.0.1:29500")), "rank");
+        assert_eq!(key(NodeLaunch::new(1, 0, "127.0.0.1:29500")), "nodes");
+        assert_eq!(key(NodeLaunch::new(2, 0, "127.0.0.1")), "master");
+        assert_eq!(key(NodeLaunch::new(2, 0, "127.0.0.1:0")), "master");
+        assert_eq!(key(NodeLaunch::new(2, 0, "127.0.0.1:65536")), "master");
+        assert_eq!(key(NodeLaunch::new(2, 0, ":29500")), "master");
+    }
+
+    /// The tests that open ports take turns: a port found free by one could otherwise be
+    /// taken by another before it binds it, and one test's rank would meet another's master.
+    static NETWORK: Mutex<()> = Mutex::new(());
+
+    fn network() -> std::sync::MutexGuard<'static, ()> {
+        NETWORK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn free_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    }
+
+    /// Runs `body(rank, ring)` on `nodes` threads joined in one ring over loopback, each
+    /// with the configuration fingerprint and first epoch `fingerprint(rank)`; returns what
+    /// each returned, by rank.
+    fn on_ring<T: Send>(
+        nodes: usize,
+        fingerprint: impl Fn(usize) -> (u64, usize) + Sync,
+        body: impl Fn(usize, Result<Ring, String>) -> T + Sync,
+    ) -> Vec<T> {
+        let master = format!("127.0.0.1:{}", free_port());
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..nodes)
+                .map(|rank| {
+                    let (master, fingerprint, body) = (&master, &fingerprint, &body);
+                    scope.spawn(move || {
+                        let launch = NodeLaunch::new(nodes, rank, master).unwrap();
+                        let (fingerprint, epoch) = fingerprint(rank);
+                        body(rank, Ring::join(&launch, nodes, fingerprint, epoch))
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    }
+
+    #[test]
+    fn ring_all_reduce_is_the_mean_on_every_rank_round_after_round() {
+        let _network = network();
+        // Rank r holds x_i = 10 r + i + round; sums of small integers are exact in f32, so the
+        // mean is fl((sum over r of x_i) / N) whatever the order of the additions. 7 elements
+        // over 3 ranks: chunks of 2, 2 and 3; 2 elements: one chunk is empty.
+        for (nodes, len) in [(3, 7), (3, 2), (2, 5), (4, 9)] {
+            let results = on_ring(
+                nodes,
+                |_| (42, 1),
+                |rank, ring| {
+                    let mut ring = ring.unwrap();
+                    (0..3)
+                        .map(|round| {
+                            let mut data: Vec<f32> =
+                                (0..len).map(|i| (10 * rank + i + round) as f32).collect();
+                            ring.all_reduce_mean(&mut data).unwrap();
+                            data
+                        })
+                        .collect::<Vec<_>>()
+                },
+            );
+            for round in 0..3 {
+                let expected: Vec<f32> = (0..len)
+                    .map(|i| {
+                        let sum: usize = (0..nodes).map(|r| 10 * r + i + round).sum();
+                        sum as f32 / nodes as f32
+                    })
+                    .collect();
+                for (rank, rounds) in results.iter().enumerate() {
+                    assert_eq!(
+                        rounds[round], expected,
+                        "nodes {nodes}, rank {rank}, round {round}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ranks_with_different_configurations_or_epochs_are_refused_by_name() {
+        let _network = network();
+        let results =
+            on_ring(3, |rank| if rank == 2 { (7, 1) } else { (42, 1) }, |_, ring| ring.err());
+        for (rank, err) in results.iter().enumerate() {
+            let err = err.as_deref().unwrap_or_else(|| panic!("rank {rank} joined"));
+            assert!(err.contains("rank 2's configuration differs"), "rank {rank}: {err}");
+        }
+        let results =
+            on_ring(2, |rank| if rank == 1 { (42, 3) } else { (42, 4) }, |_, ring| ring.err());
+        for (rank, err) in results.iter().enumerate() {
+            let err = err.as_deref().unwrap_or_else(|| panic!("rank {rank} joined"));
+            assert!(
+                err.contains("rank 1 starts at epoch 3, rank 0 at epoch 4"),
+                "rank {rank}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_master_port_in_use_is_an_error_naming_it() {
+        let _network = network();
+        let busy = TcpListener::bind("0.0.0.0:0").unwrap();
+        let port = busy.local_addr().unwrap().port();
+        let launch = NodeLaunch::new(2, 0, &format!("127.0.0.1:{port}")).unwrap();
+        let err = Ring::join(&launch, 2, 0, 1).unwrap_err();
+        assert!(err.contains(&format!("port {port}")) && err.contains("master"), "{err}");
+    }
+}
