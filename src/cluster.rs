@@ -240,12 +240,23 @@ impl Ring {
         table[0] = Some(master);
         let mut greeted: Vec<(usize, TcpStream)> = Vec::new();
         let mut problem: Option<String> = None;
-        while greeted.len() + 1 < nodes {
-            let mut stream = accept(listener, deadline).map_err(|e| {
-                let missing: Vec<String> =
-                    (1..nodes).filter(|r| table[*r].is_none()).map(|r| r.to_string()).collect();
-                format!("rank 0: ranks {} did not arrive: {e}", missing.join(", "))
-            })?;
+        // Once the run is refused, the ranks still on their way are told why for a few more
+        // seconds; a rank left waiting when rank 0 exits would only see its connection reset.
+        let mut arrived = 0;
+        let mut accept_until = deadline;
+        while arrived + 1 < nodes {
+            let mut stream = match accept(listener, accept_until) {
+                Ok(stream) => stream,
+                Err(_) if problem.is_some() => break,
+                Err(e) => {
+                    let missing: Vec<String> =
+                        (1..nodes).filter(|r| table[*r].is_none()).map(|r| r.to_string()).collect();
+                    return Err(format!(
+                        "rank 0: ranks {} did not arrive: {e}",
+                        missing.join(", ")
+                    ));
+                }
+            };
             let peer_ip = stream.peer_addr().map(|a| a.ip()).map_err(|e| io_err("rank 0", e))?;
             let hello =
                 read_magic(&mut stream).and_then(|_| read_u64(&mut stream)).and_then(|kind| {
@@ -269,7 +280,10 @@ impl Ring {
                 Err(_) => continue,
             };
             let rank = rank as usize;
-            let complaint = if their_nodes as usize != nodes {
+            arrived += 1;
+            let complaint = if let Some(problem) = &problem {
+                Some(problem.clone())
+            } else if their_nodes as usize != nodes {
                 Some(format!("rank {rank} has nodes={their_nodes}, rank 0 has nodes={nodes}"))
             } else if rank == 0 || rank >= nodes {
                 Some(format!("a process says rank={rank}; ranks are 1..{nodes} besides rank 0"))
@@ -290,9 +304,11 @@ impl Ring {
             };
             if let Some(complaint) = complaint {
                 let _ = write_u64(&mut stream, 1).and_then(|_| write_text(&mut stream, &complaint));
-                problem.get_or_insert(complaint);
-                // The run cannot go on; tell the ones already here too.
-                break;
+                if problem.is_none() {
+                    problem = Some(complaint);
+                    accept_until = deadline.min(Instant::now() + Duration::from_secs(10));
+                }
+                continue;
             }
             table[rank] = Some(SocketAddr::new(peer_ip, port as u16));
             greeted.push((rank, stream));
@@ -342,7 +358,11 @@ impl Ring {
         stream.set_read_timeout(Some(remaining)).ok();
         let answer = read_u64(&mut stream).and_then(|status| Ok((status, read_text(&mut stream)?)));
         let (status, text) = answer.map_err(|e| {
-            io_err(&format!("rank {rank}: waiting for the other ranks at the master"), e)
+            let what = format!(
+                "rank {rank}: waiting for the other ranks at the master (if rank 0 refused the \
+                 run, its output says why)"
+            );
+            io_err(&what, e)
         })?;
         if status != 0 {
             return Err(format!("rank 0 refused the run: {text}"));
