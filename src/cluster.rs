@@ -60,6 +60,8 @@ pub struct NodeLaunch {
     pub rank: usize,
     /// Rank 0's `HOST:PORT`, the same on every rank; rank 0 listens on its port.
     pub master: String,
+    /// The port of `master`, parsed once by [`NodeLaunch::new`].
+    master_port: u16,
 }
 
 impl NodeLaunch {
@@ -75,19 +77,19 @@ impl NodeLaunch {
                 rank.to_string(),
             ));
         }
-        host_port("master", master)?;
-        Ok(Self { rank, master: master.to_string() })
+        let (_, master_port) = host_port("master", master)?;
+        Ok(Self { rank, master: master.to_string(), master_port })
     }
 
     fn master_port(&self) -> u16 {
-        host_port("master", &self.master).map(|(_, p)| p).unwrap_or(0)
+        self.master_port
     }
 }
 
 /// `HOST:PORT` with a port in 1..=65535, for key `key`.
 fn host_port(key: &str, value: &str) -> Result<(String, u16), ConfigError> {
     let expected = "HOST:PORT, e.g. 127.0.0.1:29500";
-    let bad = || ConfigError::new(key, expected, format!("`{value}`"));
+    let bad = || ConfigError::new(key, expected, value);
     let (host, port) = value.rsplit_once(':').ok_or_else(bad)?;
     let port: u16 = port.parse().ok().filter(|&p| p > 0).ok_or_else(bad)?;
     if host.is_empty() {
@@ -446,11 +448,16 @@ impl Ring {
 }
 
 fn resolve(address: &str) -> Result<SocketAddr, String> {
-    address
+    let addresses: Vec<SocketAddr> = address
         .to_socket_addrs()
         .map_err(|e| format!("master={address}: the host does not resolve ({e})"))?
+        .collect();
+    // IPv4 first: a name such as `localhost` may resolve to ::1 while rank 0 listens on IPv4.
+    addresses
+        .iter()
         .find(|a| a.is_ipv4())
-        .or_else(|| address.to_socket_addrs().ok()?.next())
+        .or_else(|| addresses.first())
+        .copied()
         .ok_or_else(|| format!("master={address}: no address"))
 }
 

@@ -773,13 +773,13 @@ impl BackendJob for TrainRun {
             ),
             None => "no epoch had finished, so there is no checkpoint".to_string(),
         };
-        if let Some(failure) = guard.failure() {
-            let checkpoint = checkpoint();
+        if let Some(reason) = guard.stop_reason() {
             return Err(format!(
-                "training stopped at {failure}; nothing of that step was applied and no model \
-                 was written; {checkpoint}. Try a lower lr (now {}), a longer warmup (now {} \
-                 epochs), or clip_grad_norm=5 (now {})",
-                config.lr, config.warmup, config.clip_grad_norm
+                "training stopped in {reason}; that batch and the ones after it were not applied \
+                 and no model was written; {}. Repair or remove the file, then run the same \
+                 command again{}",
+                checkpoint(),
+                if last_checkpoint(&self.out).is_some() { " with resume=true" } else { "" }
             ));
         }
         if let Some(reason) = collective_failure.and_then(|f| f.lock().ok().and_then(|r| r.clone()))
@@ -790,13 +790,13 @@ impl BackendJob for TrainRun {
                 checkpoint()
             ));
         }
-        if let Some(reason) = guard.stop_reason() {
+        if let Some(failure) = guard.failure() {
+            let checkpoint = checkpoint();
             return Err(format!(
-                "training stopped in {reason}; that batch and the ones after it were not applied \
-                 and no model was written; {}. Repair or remove the file, then run the same \
-                 command again{}",
-                checkpoint(),
-                if last_checkpoint(&self.out).is_some() { " with resume=true" } else { "" }
+                "training stopped at {failure}; nothing of that step was applied and no model \
+                 was written; {checkpoint}. Try a lower lr (now {}), a longer warmup (now {} \
+                 epochs), or clip_grad_norm=5 (now {})",
+                config.lr, config.warmup, config.clip_grad_norm
             ));
         }
         let model_path = self.out.join("model");

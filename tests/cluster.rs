@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::temp_dir;
+use common::{run_tensors, temp_dir};
 
 /// A tiny run: 8 identities × 6 images, 2 of each kept for validation, so 32 training images;
 /// a global batch of 16 makes 2 optimiser steps per epoch, 4 in all.
@@ -114,23 +114,6 @@ fn free_ports(n: usize) -> Vec<u16> {
     listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
 }
 
-/// Every tensor of a run's `model.safetensors`, by name.
-fn tensors(run: &Path) -> Vec<(String, Vec<f32>)> {
-    let bytes = std::fs::read(run.join("model.safetensors")).unwrap();
-    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut all: Vec<(String, Vec<f32>)> = file
-        .tensors()
-        .into_iter()
-        .map(|(name, view)| {
-            let values =
-                view.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap()));
-            (name, values.collect())
-        })
-        .collect();
-    all.sort_by(|a, b| a.0.cmp(&b.0));
-    all
-}
-
 /// The largest `|a - b| / scale(a)` over every element of the tensors whose name `pick`s,
 /// and the tensor it is in.
 fn max_gap(
@@ -188,7 +171,7 @@ fn two_processes_over_loopback_train_like_two_replicas_in_one_process() {
 
     // The ranks apply the same averaged gradients to the same initial weights and average
     // their BatchNorm statistics at the end of each epoch: one model, bit for bit.
-    let (r0, r1) = (tensors(&dir.join("rank0")), tensors(&dir.join("rank1")));
+    let (r0, r1) = (run_tensors(&dir.join("rank0")), run_tensors(&dir.join("rank1")));
     let (gap, name) = max_gap(&r0, &r1, |_| true, absolute);
     assert_eq!(gap, 0.0, "the two ranks ended apart, by {gap} in {name}");
 
@@ -200,7 +183,7 @@ fn two_processes_over_loopback_train_like_two_replicas_in_one_process() {
     // the end of each epoch here (the same arithmetic mean, the EMA being linear), which
     // rounds differently: measured relative difference 1.5e-5 / O(100) ≈ 1e-7. Tolerances:
     // 1e-6 absolute on weights, 1e-5 relative on statistics.
-    let replicas = tensors(&replicas);
+    let replicas = run_tensors(&replicas);
     let (gap, name) = max_gap(&r0, &replicas, trained, absolute);
     eprintln!("nodes=2 vs devices=2, trained weights: largest difference {gap:e} ({name})");
     assert!(gap < 1e-6, "nodes=2 and devices=2 weights differ by {gap} in {name}");
@@ -212,7 +195,7 @@ fn two_processes_over_loopback_train_like_two_replicas_in_one_process() {
 
     // One device on the global batch of 16 normalises 16 images per BatchNorm, not 8, so it
     // is close but not equal (tests/training.rs states that relation for one step).
-    let (gap, name) = max_gap(&r0, &tensors(&one), trained, absolute);
+    let (gap, name) = max_gap(&r0, &run_tensors(&one), trained, absolute);
     eprintln!(
         "nodes=2 vs one device, batch 16, trained weights: largest difference {gap:e} ({name})"
     );

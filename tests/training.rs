@@ -197,22 +197,11 @@ fn gradient_norm_clipping_is_torchs_clip_grad_norm() {
     on_cpu_backends!(clipping);
 }
 
-/// Every trained tensor of a run's `model.safetensors` (BatchNorm running statistics left out:
-/// they are per replica by design), by name.
+/// The trained tensors of a run, without BatchNorm's running statistics (they are per replica
+/// by design).
 fn trained_tensors(run: &Path) -> Vec<(String, Vec<f32>)> {
-    let bytes = std::fs::read(run.join("model.safetensors")).unwrap();
-    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors: Vec<(String, Vec<f32>)> = file
-        .tensors()
-        .into_iter()
-        .filter(|(name, _)| !name.contains("running_"))
-        .map(|(name, view)| {
-            let values =
-                view.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap()));
-            (name, values.collect())
-        })
-        .collect();
-    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut tensors = run_tensors(run);
+    tensors.retain(|(name, _)| !name.contains("running_"));
     tensors
 }
 

@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 use groupface::backend::BackendKind;
@@ -95,4 +95,24 @@ pub fn tiny_config(groups: usize) -> TrainConfig {
         .with_schedule(ScheduleKind::Linear)
         .with_warmup(0.5)
         .with_eval(small_eval())
+}
+
+/// Every tensor of a run's `model.safetensors` as `f32` values, sorted by name (so two runs
+/// compare tensor by tensor).
+pub fn run_tensors(run: &Path) -> Vec<(String, Vec<f32>)> {
+    let path = run.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut all: Vec<(String, Vec<f32>)> = file
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name}");
+            let values =
+                view.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap()));
+            (name, values.collect())
+        })
+        .collect();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    all
 }
