@@ -9,10 +9,15 @@
 //! as `[N, C, R]` (a free reshape of a contiguous tensor) and reduced over its last axis, then
 //! over its first; the normalisation is folded into one multiply and one add.
 //!
-//! The arithmetic is burn-nn's: batch statistics with the biased variance in training, the
-//! running averages `(1 - momentum) * running + momentum * batch` (the biased variance too;
-//! PyTorch's running variance is the unbiased one), running statistics at inference. The
-//! record is burn-nn's, field for field (`gamma`, `beta`, `running_mean`, `running_var`),
+//! The arithmetic is PyTorch's, which is burn-nn's in all but one place: batch statistics with
+//! the biased variance in training, the running averages
+//! `(1 - momentum) * running + momentum * batch`, running statistics at inference. The one
+//! place is the running variance: PyTorch (and so insightface's arcface_torch) averages the
+//! unbiased batch variance, `n / (n - 1)` times the biased one over the `n = N * H * W` values
+//! of a channel; burn-nn averages the biased one. We follow PyTorch, because weights move
+//! between the two (`interop`) and the running variance is what inference divides by; the
+//! difference matters where `n` is small, as in the embedding's BatchNorm1d (`n` = the batch).
+//! The record is burn-nn's, field for field (`gamma`, `beta`, `running_mean`, `running_var`),
 //! and the struct has its name, so saved runs load and burn-store's PyTorch adapters map
 //! `weight`/`bias` to `gamma`/`beta` as before. `tests` compares both on the same weights.
 
@@ -56,7 +61,7 @@ pub struct BatchNorm<B: Backend> {
     pub beta: Param<Tensor<B, 1>>,
     /// Running mean, `[C]`.
     pub running_mean: RunningState<Tensor<B, 1>>,
-    /// Running (biased) variance, `[C]`.
+    /// Running variance (of the unbiased batch variances, as PyTorch's), `[C]`.
     pub running_var: RunningState<Tensor<B, 1>>,
     /// Weight of the batch statistic in the running averages.
     pub momentum: f64,
@@ -95,9 +100,8 @@ impl<B: Backend> BatchNorm<B> {
     /// updated. The shift carries the mean, so the gradient flows through it as through
     /// `(x - mean) / std * gamma + beta`.
     fn batch_affine(&self, x: &Tensor<B, 3>) -> (Tensor<B, 3>, Tensor<B, 3>) {
-        let channels = x.dims()[1];
+        let [batch, channels, rest] = x.dims();
         // Last axis first: contiguous rows; then the short first axis of an [N, C, 1] tensor.
-        let batch = x.dims()[0];
         let mean = x.clone().mean_dim(2).mean_dim(0);
         let var = x.clone().sub(per_sample(mean.clone(), batch)).square().mean_dim(2).mean_dim(0);
 
@@ -110,7 +114,11 @@ impl<B: Backend> BatchNorm<B> {
             running.update(new.detach());
         };
         update(&self.running_mean, &mean);
-        update(&self.running_var, &var);
+        // PyTorch's Bessel correction. One value per channel (n = 1) has no unbiased variance
+        // (PyTorch refuses such a batch in training); its biased one, 0, is kept instead.
+        let n = (batch * rest) as f64;
+        let bessel = if n > 1.0 { n / (n - 1.0) } else { 1.0 };
+        update(&self.running_var, &var.clone().mul_scalar(bessel));
 
         let scale =
             self.gamma.val().reshape([1, channels, 1]).div(var.add_scalar(self.epsilon).sqrt());
@@ -185,6 +193,7 @@ mod tests {
             let channels = dims[1];
             let ours = module(channels);
             let theirs = reference(&ours);
+            let old_var = ours.running_var.value_sync();
             let x: Tensor<A, 4> = Tensor::random(
                 [dims[0], channels, *dims.get(2).unwrap_or(&1), *dims.get(3).unwrap_or(&1)],
                 Distribution::Normal(0.5, 2.0),
@@ -227,7 +236,16 @@ mod tests {
                 theirs.beta.grad(&g_theirs).expect("beta gradient"),
             );
             close(ours.running_mean.value_sync(), theirs.running_mean.value_sync());
-            close(ours.running_var.value_sync(), theirs.running_var.value_sync());
+            // burn-nn averages the biased variance v: theirs = (1 - m) old + m v. Ours
+            // averages v n / (n - 1), so ours = theirs + m v / (n - 1)
+            // = theirs + (theirs - (1 - m) old) / (n - 1), with n = N * H * W.
+            let n = (x.dims()[0] * x.dims()[2] * x.dims()[3]) as f64;
+            let theirs_var = theirs.running_var.value_sync();
+            let from_theirs = theirs_var
+                .clone()
+                .sub(old_var.clone().mul_scalar(1.0 - ours.momentum))
+                .div_scalar(n - 1.0);
+            close(ours.running_var.value_sync(), theirs_var.add(from_theirs));
         }
     }
 
@@ -241,9 +259,11 @@ mod tests {
         close(ours.valid().forward(x.clone()), theirs.valid().forward(x));
     }
 
-    /// The hand-computed case: channel values 1, 2, 3, 6 (mean 3, biased variance 3.5),
-    /// gamma 2, beta 1, epsilon 0: y = 2 (x - 3) / sqrt(3.5) + 1; running mean after one step
-    /// with momentum 0.1 from 0: 0.3; running variance from 1: 0.9 + 0.35 = 1.25.
+    /// The hand-computed case: channel values 1, 2, 3, 6 (mean 3, biased variance
+    /// (4 + 1 + 0 + 9) / 4 = 3.5, unbiased 14 / 3), gamma 2, beta 1, epsilon 0:
+    /// y = 2 (x - 3) / sqrt(3.5) + 1; running mean after one step with momentum 0.1 from 0:
+    /// 0.3; running variance from 1: 0.9 + 0.1 * 14 / 3 = 1.3666... (PyTorch's documented
+    /// update: "the value stored in the moving average ... via the unbiased estimator").
     #[test]
     fn hand_computed_values() {
         let device = Default::default();
@@ -256,6 +276,6 @@ mod tests {
         let expected = [1.0 - 4.0 / s, 1.0 - 2.0 / s, 1.0, 1.0 + 6.0 / s];
         close(y.reshape([4]), Tensor::<A, 1>::from_floats(expected, &device));
         close(bn.running_mean.value_sync(), Tensor::<A, 1>::from_floats([0.3], &device));
-        close(bn.running_var.value_sync(), Tensor::<A, 1>::from_floats([1.25], &device));
+        close(bn.running_var.value_sync(), Tensor::<A, 1>::from_floats([0.9 + 1.4 / 3.0], &device));
     }
 }

@@ -61,7 +61,7 @@ pub struct TrainConfig {
     /// Epochs.
     #[config(default = 3)]
     pub epochs: usize,
-    /// Images per batch.
+    /// Images per batch on each device, at least 2 (BatchNorm normalises over them).
     #[config(default = 64)]
     pub batch: usize,
     /// Base learning rate.
@@ -173,6 +173,15 @@ impl TrainConfig {
             if value == 0 {
                 return Err(ConfigError::new(key, "an integer > 0", "0"));
             }
+        }
+        if self.batch < 2 {
+            // One image leaves BatchNorm no batch variance: every output would be its shift.
+            return Err(ConfigError::new(
+                "batch",
+                "at least 2 images per device (BatchNorm normalises over the batch; PyTorch \
+                 refuses one image in training too)",
+                self.batch.to_string(),
+            ));
         }
         if self.nodes > 1 && self.devices > 1 {
             return Err(ConfigError::new(

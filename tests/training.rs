@@ -102,6 +102,17 @@ fn a_killed_run_resumes_to_the_same_weights() {
 }
 
 #[test]
+fn a_bad_training_configuration_names_its_key() {
+    let key = |config: TrainConfig| config.validate().unwrap_err().key;
+    assert_eq!(key(tiny_config(4).with_batch(1)), "batch");
+    assert_eq!(key(tiny_config(4).with_epochs(0)), "epochs");
+    assert_eq!(key(tiny_config(4).with_lr(0.0)), "lr");
+    assert_eq!(key(tiny_config(4).with_nodes(2).with_devices(2)), "devices");
+    assert_eq!(key(tiny_config(4).with_clip_grad_norm(-1.0)), "clip_grad_norm");
+    tiny_config(4).with_batch(2).validate().expect("batch=2 is enough for BatchNorm");
+}
+
+#[test]
 fn resume_checks_the_configuration() {
     let dir = temp_dir("resume-config");
     let run = |config: TrainConfig, resume: bool| {

@@ -55,7 +55,7 @@ fn spec() -> Spec {
         key("difficulty", Some("0.5"), "number in [0, 1]", "synthetic nuisance strength"),
         key("data_seed", Some("0"), "integer", "seed of the synthetic identities"),
         key("epochs", Some("3"), "integer > 0", "epochs"),
-        key("batch", Some("64"), "integer > 0", "images per batch"),
+        key("batch", Some("64"), "integer >= 2", "images per batch (per device)"),
         key("lr", Some("0.1"), "number > 0", "base learning rate"),
         key(
             "schedule",
