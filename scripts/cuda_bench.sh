@@ -46,11 +46,38 @@ part() {
         NAME="$name" "$out/$name.memory.csv"
 }
 
+# CubeCL's caches on disk, compiled PTX and autotune results, in OUT/cubecl-cache, so that they
+# come back from the device machine with the figures and a later session starts warm from
+# them (CUBECL_CACHE=FOLDER seeds the cache with an earlier session's). CubeCL reads its
+# settings from a cubecl.toml in the working directory or above; compiled kernels are cached
+# only when `[compilation] cache` is set. The file is removed when the script ends.
+cache="$(cd "$out" && pwd)/cubecl-cache"
+mkdir -p "$cache"
+if [ -n "${CUBECL_CACHE:-}" ] && [ -d "$CUBECL_CACHE" ]; then
+    cp -r "$CUBECL_CACHE"/. "$cache"/
+    echo "cubecl cache seeded from $CUBECL_CACHE: $(find "$cache" -type f | wc -l) files"
+fi
+if [ -e cubecl.toml ]; then
+    echo "cubecl.toml already exists here; the cache settings below are not applied"
+else
+    trap 'rm -f cubecl.toml' EXIT
+    cat >cubecl.toml <<TOML
+[compilation]
+cache = { file = "$cache" }
+
+[autotune]
+cache = { file = "$cache" }
+TOML
+fi
+
 steps="${STEPS:-10}"
-# How long a cold first step takes, with CubeCL's log of every compilation and autotune.
+# How long a cold first step takes, with CubeCL's log of every compilation and autotune; then
+# the same step in a fresh process, which finds every kernel in the cache.
 CUBECL_DEBUG_LOG="$out/cubecl_first_step.log" part first_step 300 "$bin/bench" backbone=tiny \
     batch=32 steps=1 warmup=0 backend=cuda
 wc -l "$out/cubecl_first_step.log"
+part first_step_cached 120 "$bin/bench" backbone=tiny batch=32 steps=1 warmup=0 backend=cuda
+du -sh "$cache"
 part smoke 90 "$bin/bench" backbone=tiny batch=32 steps=3 warmup=2 backend=cuda
 for model in r34 r100; do
     part "f32_$model" 110 "$bin/bench" backbone="$model" groups=32 batch=128 steps="$steps" \
