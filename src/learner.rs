@@ -6,7 +6,9 @@ use std::sync::Arc;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Transaction;
+use burn::train::logger::{FileMetricLogger, MetricLogger};
 use burn::train::metric::state::{FormatOptions, NumericMetricState};
+use burn::train::metric::store::{EpochSummary, MetricsUpdate, Split};
 use burn::train::metric::{
     AccuracyInput, Adaptor, ItemLazy, LossInput, Metric, MetricAttributes, MetricDefinition,
     MetricMetadata, MetricName, Numeric, NumericAttributes, NumericEntry, SerializedEntry,
@@ -370,4 +372,60 @@ impl MetricsRendererEvaluation for QuietRenderer {
 impl MetricsRenderer for QuietRenderer {
     fn manual_close(&mut self) {}
     fn register_metric(&mut self, _definition: MetricDefinition) {}
+}
+
+/// burn-train's file metric logger, with a resumed run's first epoch logged under its own
+/// number.
+///
+/// burn-train 0.21's metric store numbers the epochs it logs from 1 in every process (it
+/// starts each split at epoch 1 and moves to `n + 1` when epoch `n` ends), whatever checkpoint
+/// the Learner resumed from. Resumed from the checkpoint of epoch `k`, the first epoch it
+/// trains, `k + 1`, arrives here as epoch 1: written to `train/epoch-1`, it would replace the
+/// killed run's epoch 1, and `epoch-(k + 1)` would stay empty, so `metrics.csv` and burn-train's
+/// summary would lose two epochs. From the end of epoch `k + 1` on the store's numbers are
+/// right again. Reads name the real epoch and pass through unchanged.
+pub struct ResumedMetricLogger {
+    inner: FileMetricLogger,
+    resumed_from: usize,
+}
+
+impl ResumedMetricLogger {
+    /// The logger of the run directory `dir`, resumed from the checkpoint of epoch
+    /// `resumed_from` (0: a fresh run, logged as burn-train logs it).
+    pub fn new(dir: impl AsRef<std::path::Path>, resumed_from: usize) -> Self {
+        Self { inner: FileMetricLogger::new(dir), resumed_from }
+    }
+
+    /// The epoch that burn-train's `epoch` is.
+    pub fn epoch(&self, epoch: usize) -> usize {
+        if epoch == 1 {
+            self.resumed_from + 1
+        } else {
+            epoch
+        }
+    }
+}
+
+impl MetricLogger for ResumedMetricLogger {
+    fn log(&mut self, update: MetricsUpdate, epoch: usize, split: &Split) {
+        let epoch = self.epoch(epoch);
+        self.inner.log(update, epoch, split);
+    }
+
+    fn read_numeric(
+        &mut self,
+        name: &str,
+        epoch: usize,
+        split: &Split,
+    ) -> Result<Vec<NumericEntry>, String> {
+        self.inner.read_numeric(name, epoch, split)
+    }
+
+    fn log_metric_definition(&mut self, definition: MetricDefinition) {
+        self.inner.log_metric_definition(definition);
+    }
+
+    fn log_epoch_summary(&mut self, summary: EpochSummary) {
+        self.inner.log_epoch_summary(summary);
+    }
 }

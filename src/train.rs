@@ -27,8 +27,8 @@ use crate::data::synth::SynthConfig;
 use crate::error::ConfigError;
 use crate::evaluate::{evaluate_held_out, HeldOut, RunReport, SynthEvalConfig, VerificationProbe};
 use crate::labels::LabelMethod;
-use crate::learner::QuietRenderer;
 use crate::learner::{GroupFaceMetric, GroupFaceQuantity};
+use crate::learner::{QuietRenderer, ResumedMetricLogger};
 use crate::loss::CriterionConfig;
 use crate::model::GroupFaceConfig;
 use crate::schedule::{Schedule, ScheduleKind, ScheduleSpec};
@@ -764,6 +764,10 @@ impl BackendJob for TrainRun {
         if let Some(epoch) = resume_from {
             training = training.checkpoint(epoch);
         }
+        // In place of burn-train's default file logger (same files), numbering a resumed
+        // run's first epoch right.
+        training = training
+            .with_metric_logger(ResumedMetricLogger::new(&self.out, resume_from.unwrap_or(0)));
         if self.quiet {
             training = training.renderer(QuietRenderer);
         }

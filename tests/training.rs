@@ -98,6 +98,33 @@ fn a_killed_run_resumes_to_the_same_weights() {
     }
     let report = |run: &Path| std::fs::read_to_string(run.join("report.json")).unwrap();
     assert_eq!(report(&whole), report(&killed));
+
+    // The per-epoch metrics, each epoch where it belongs and equal to the uninterrupted run's:
+    // burn-train alone would log the first resumed epoch over epoch 1 and leave its own row
+    // empty (`learner::ResumedMetricLogger`). The checkpoint's epoch was logged by the killed
+    // run, whose last lines may not have reached the disk before the kill, so that epoch is
+    // only required to be there.
+    let resumed_from: usize = stderr
+        .split("from the checkpoint of epoch ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no checkpoint epoch in: {stderr}"));
+    let rows = |run: &Path| {
+        let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+        csv.lines().skip(1).map(str::to_string).collect::<Vec<_>>()
+    };
+    let (a, b) = (rows(&whole), rows(&killed));
+    assert_eq!(a.len(), 10, "5 epochs x (train, valid): {a:?}");
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        if x.starts_with(&format!("{resumed_from},")) {
+            let loss = y.split(',').nth(2).unwrap_or("");
+            assert!(!loss.is_empty(), "epoch {resumed_from} has no loss after the resume: {y}");
+        } else {
+            assert_eq!(x, y, "metrics.csv differs after the resume from epoch {resumed_from}");
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
