@@ -26,5 +26,5 @@ want labels && ablation labels labels=none,naive,self-distributed
 want ensemble && ablation ensemble mode=soft,hard
 want combination && ablation combination combine=sum,concat
 want similarity && ablation similarity similarity=plain,group-aware
-# The r100 depth takes hours per seed on a CPU even at tiny width: see experiments/README.md.
-want backbone && ablation backbone backbone=tiny,r34
+# Depths at the tiny preset's widths and 32x32 input: one block per stage, r34's and r100's.
+want backbone && ablation backbone backbone=tiny,r34,r100
