@@ -325,3 +325,41 @@ fn ablation_grid_expands_and_skips_finished_runs() {
     );
     let _ = std::fs::remove_dir_all(&out);
 }
+
+#[test]
+fn data_sheet_writes_a_grid_of_synthetic_faces_and_checks_its_keys() {
+    let dir = temp_dir("sheet");
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = |args: &[String]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_data")).args(args).output().unwrap()
+    };
+    let out = dir.join("faces.png");
+    let mut args = vec![
+        "sheet".to_string(),
+        format!("out={}", out.display()),
+        "identities=3".into(),
+        "images=4".into(),
+        "side=16".into(),
+    ];
+    let ok = data(&args);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    // 4 columns and 3 rows of 16-pixel faces with 2-pixel white lines between and around:
+    // 4 * 16 + 5 * 2 = 74 wide, 3 * 16 + 4 * 2 = 56 high.
+    let sheet = image::open(&out).unwrap().to_rgb8();
+    assert_eq!(sheet.dimensions(), (74, 56));
+    assert_eq!(sheet.get_pixel(0, 0).0, [255, 255, 255], "the frame is white");
+
+    args[1] = format!("out={}", dir.join("faces.jpg").display());
+    let bad = data(&args);
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && stderr.contains("`out`") && stderr.contains(".png"),
+        "{stderr}"
+    );
+    args[1] = format!("out={}", out.display());
+    args[2] = "identities=0".into();
+    let bad = data(&args);
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && stderr.contains("`identities`"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

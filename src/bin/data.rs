@@ -1,6 +1,7 @@
-//! Data tools: `data synth`, `data pack`, `data info`, `data bench`.
+//! Data tools: `data synth`, `data sheet`, `data pack`, `data info`, `data bench`.
 //!
 //! `cargo run --release --bin data -- synth out=DIR identities=N images_per_identity=M side=S seed=K`
+//! `cargo run --release --bin data -- sheet out=FILE.png identities=8 images=8 side=112`
 //! `cargo run --release --bin data -- pack src=DIR out=FILE.rec`
 //! `cargo run --release --bin data -- info path=P`
 //! `cargo run --release --bin data -- bench side=112`
@@ -8,10 +9,10 @@
 use std::path::PathBuf;
 
 use groupface::cli::{CliError, Key, Spec};
-use groupface::data::synth::SynthConfig;
+use groupface::data::synth::{SynthConfig, SynthFaces};
 use groupface::data::tool;
 
-const COMMANDS: &str = "synth|pack|info|bench";
+const COMMANDS: &str = "synth|sheet|pack|info|bench";
 
 fn spec(command: &str) -> Option<Spec> {
     let key = |name, default, accepts, help| Key { name, default, accepts, help };
@@ -22,6 +23,23 @@ fn spec(command: &str) -> Option<Spec> {
                 key("out", None, "a folder", "where to write"),
                 key("identities", Some("100"), "integer > 0", "number of identities"),
                 key("images_per_identity", Some("20"), "integer > 0", "images per identity"),
+                key("side", Some("112"), "integer >= 16", "image side in pixels"),
+                key("seed", Some("0"), "integer", "generator seed"),
+                key("difficulty", Some("0.5"), "number in [0, 1]", "nuisance strength"),
+                key(
+                    "lookalike_fraction",
+                    Some("0.2"),
+                    "number in [0, 1)",
+                    "share of look-alike identities",
+                ),
+            ],
+        ),
+        "sheet" => (
+            "write a PNG grid of synthetic faces: one row per identity, one column per image",
+            vec![
+                key("out", None, "a path ending in .png", "the picture to write"),
+                key("identities", Some("8"), "integer in 1..=256", "rows"),
+                key("images", Some("8"), "integer in 1..=256", "columns"),
                 key("side", Some("112"), "integer >= 16", "image side in pixels"),
                 key("seed", Some("0"), "integer", "generator seed"),
                 key("difficulty", Some("0.5"), "number in [0, 1]", "nuisance strength"),
@@ -97,6 +115,41 @@ fn run(words: Vec<String>) -> Result<(), String> {
             let out: PathBuf = args.get("out").map_err(err)?;
             let n = tool::synth(config, &out).map_err(data_err)?;
             println!("wrote {n} images to {}", out.display());
+        }
+        "sheet" => {
+            let out: PathBuf = args.get("out").map_err(err)?;
+            if out.extension().and_then(|e| e.to_str()) != Some("png") {
+                return Err(format!(
+                    "bad value `{}` for key `out`: expected a path ending in .png",
+                    out.display()
+                ));
+            }
+            let (identities, images): (usize, usize) =
+                (args.get("identities").map_err(err)?, args.get("images").map_err(err)?);
+            for (key, value) in [("identities", identities), ("images", images)] {
+                if !(1..=256).contains(&value) {
+                    return Err(format!(
+                        "bad value `{value}` for key `{key}`: expected an integer in 1..=256"
+                    ));
+                }
+            }
+            let config = SynthConfig {
+                seed: args.get("seed").map_err(err)?,
+                identities,
+                images_per_identity: images,
+                side: args.get("side").map_err(err)?,
+                difficulty: args.get("difficulty").map_err(err)?,
+                lookalike_fraction: args.get("lookalike_fraction").map_err(err)?,
+            };
+            let faces = SynthFaces::new(config).map_err(data_err)?;
+            let sheet = faces.contact_sheet(identities, images);
+            sheet.save(&out).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+            println!(
+                "wrote {} ({}x{} pixels: {identities} identities x {images} images)",
+                out.display(),
+                sheet.width(),
+                sheet.height()
+            );
         }
         "pack" => {
             let src: PathBuf = args.get("src").map_err(err)?;
