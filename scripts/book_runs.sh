@@ -1,0 +1,223 @@
+#!/usr/bin/env bash
+# Re-runs the book's training demonstrations and writes what they print, as printed, to
+# assets/book_*.txt and assets/dashboard.txt, which the book includes. Every command is shown
+# as the book shows it (`cargo run --release --bin NAME -- ...`) and run from the same release
+# build. Where a line of output is left out, the file says `...` in its place: the plain-text
+# renderer's progress lines and the Learner's configuration dump.
+#
+#   bash scripts/book_runs.sh             # every part, about 5 minutes on 2 cores
+#   bash scripts/book_runs.sh resume nan  # some: data sheet disk broken dashboard resume nan
+#                                         # recipe repeat grid replicas interop replica_tests
+#
+# The paths are the book's (/tmp/faces, runs/book-*); each part deletes what it writes first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/groupface-target}"
+cargo build --release --quiet --bin train --bin data --bin ablation
+bin="$CARGO_TARGET_DIR/release"
+parts="${*:-data sheet disk broken dashboard resume nan recipe repeat grid replicas interop replica_tests}"
+want() { [[ " $parts " == *" $1 "* ]]; }
+commit="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo '+changes')"
+
+# `$ cargo run --release --bin NAME -- ARGS` as the book shows it, then the binary's output.
+show() {
+    local name=$1
+    shift
+    echo "\$ cargo run --release --bin $name -- $*"
+}
+# Keeps what a reader needs of a plain-text training run: the lines before the Learner starts
+# (`resume: ...`), burn-train's summary table, the report, and any error; `...` for the rest.
+summary() {
+    awk '
+        /^Total Epochs/ { table = 1 }
+        table || /^(resume|error|held-out|group-aware|training [0-9])/ { print; gap = 0; next }
+        !gap { print "..."; gap = 1 }
+    '
+}
+run() {
+    local name=$1
+    shift
+    show "$name" "$@"
+    local status=0
+    "$bin/$name" "$@" 2>&1 | summary || status=$?
+    return "$status"
+}
+
+if want data; then
+    rm -rf /tmp/book-faces /tmp/book-faces.rec /tmp/book-faces.idx
+    {
+        show data synth out=/tmp/book-faces identities=100 images_per_identity=20 side=112 seed=0
+        "$bin/data" synth out=/tmp/book-faces identities=100 images_per_identity=20 side=112 seed=0
+        show data pack src=/tmp/book-faces out=/tmp/book-faces.rec
+        "$bin/data" pack src=/tmp/book-faces out=/tmp/book-faces.rec
+        show data info path=/tmp/book-faces.rec
+        "$bin/data" info path=/tmp/book-faces.rec
+        show data info path=tests/fixtures/verification_highest.bin
+        "$bin/data" info path=tests/fixtures/verification_highest.bin
+    } >assets/data_commands.txt
+    echo "assets/data_commands.txt ($commit)"
+fi
+
+if want sheet; then
+    # The data chapter's picture.
+    show data sheet out=book/src/images/synthetic_faces.png identities=8 images=8 side=112
+    "$bin/data" sheet out=book/src/images/synthetic_faces.png identities=8 images=8 side=112
+fi
+
+if want disk; then
+    rm -rf /tmp/faces /tmp/faces.rec /tmp/faces.idx runs/book-rec runs/book-folder
+    {
+        show data synth out=/tmp/faces identities=60 images_per_identity=12 side=32
+        "$bin/data" synth out=/tmp/faces identities=60 images_per_identity=12 side=32
+        show data pack src=/tmp/faces out=/tmp/faces.rec
+        "$bin/data" pack src=/tmp/faces out=/tmp/faces.rec
+        run train data=/tmp/faces.rec eval_identities=10 eval_pairs=600 out=runs/book-rec
+        echo "\$ cut -d, -f1,2,10 runs/book-rec/metrics.csv"
+        cut -d, -f1,2,10 runs/book-rec/metrics.csv
+        run train data=/tmp/faces eval_identities=10 eval_pairs=600 out=runs/book-folder
+    } >assets/book_disk.txt
+    echo "assets/book_disk.txt ($commit)"
+fi
+
+if want broken; then
+    [ -d /tmp/faces ] || "$bin/data" synth out=/tmp/faces identities=60 images_per_identity=12 side=32 >/dev/null
+    rm -rf /tmp/faces-broken runs/book-broken
+    cp -r /tmp/faces /tmp/faces-broken
+    {
+        echo "\$ echo \"not an image\" > /tmp/faces-broken/00007/004.png   # in a copy of /tmp/faces"
+        echo "not an image" >/tmp/faces-broken/00007/004.png
+        status=0
+        run train data=/tmp/faces-broken eval_identities=10 eval_pairs=600 out=runs/book-broken ||
+            status=$?
+        echo "\$ echo \$?"
+        echo "$status"
+        echo "\$ cp /tmp/faces/00007/004.png /tmp/faces-broken/00007/004.png"
+        cp /tmp/faces/00007/004.png /tmp/faces-broken/00007/004.png
+        run train data=/tmp/faces-broken eval_identities=10 eval_pairs=600 out=runs/book-broken
+    } >assets/book_broken.txt
+    echo "assets/book_broken.txt ($commit)"
+fi
+
+if want dashboard; then
+    # Burn's TUI in a 150x46 tmux terminal, captured 6 s into the last of 3 epochs.
+    rm -rf /tmp/dash
+    tmux kill-session -t book-dash 2>/dev/null || true
+    tmux new-session -d -s book-dash -x 150 -y 46 \
+        "$bin/train backbone=tiny groups=8 epochs=3 out=/tmp/dash; sleep 600"
+    until [ -e /tmp/dash/checkpoint/labels-2.json ]; do sleep 0.5; done
+    sleep 6
+    tmux capture-pane -p -t book-dash >assets/dashboard.txt
+    tmux kill-session -t book-dash
+    echo "assets/dashboard.txt ($commit)"
+fi
+
+if want resume; then
+    rm -rf runs/book-resume /tmp/book-whole
+    {
+        # Killed with SIGKILL once epoch 1's checkpoint is complete (its label window is the
+        # last file written).
+        "$bin/train" out=runs/book-resume epochs=3 >/dev/null 2>&1 &
+        pid=$!
+        until [ -e runs/book-resume/checkpoint/labels-1.json ]; do sleep 0.1; done
+        kill -9 "$pid"
+        status=0
+        wait "$pid" || status=$?
+        echo "\$ cargo run --release --bin train -- out=runs/book-resume epochs=3   # killed: exit $status"
+        echo "\$ ls runs/book-resume/checkpoint"
+        ls runs/book-resume/checkpoint
+        run train out=runs/book-resume epochs=3 || true
+        run train out=runs/book-resume resume=true
+        run train out=/tmp/book-whole epochs=3
+        echo "\$ python3 scripts/same_tensors.py runs/book-resume/model.safetensors /tmp/book-whole/model.safetensors"
+        python3 scripts/same_tensors.py runs/book-resume/model.safetensors /tmp/book-whole/model.safetensors
+    } >assets/book_resume.txt
+    echo "assets/book_resume.txt ($commit)"
+fi
+
+if want nan; then
+    rm -rf runs/book-nan
+    run train out=runs/book-nan epochs=3 schedule=step step_epochs=1 step_factor=1e30 \
+        >assets/book_nan.txt || true
+    echo "assets/book_nan.txt ($commit)"
+fi
+
+if want recipe; then
+    # The paper's two stages at the tiny preset: the baseline, then GroupFace from it.
+    rm -rf runs/pretrain runs/groupface
+    {
+        run train groups=0 out=runs/pretrain
+        run train groups=32 init=runs/pretrain lr=0.005 out=runs/groupface
+    } >assets/book_recipe.txt
+    echo "assets/book_recipe.txt ($commit)"
+fi
+
+if want repeat; then
+    # A run repeated from its saved configuration ends with the same report.
+    rm -rf runs/book-repeat
+    [ -e runs/groupface/config.json ] || "$bin/train" groups=32 init=runs/pretrain lr=0.005 \
+        out=runs/groupface >/dev/null 2>&1
+    {
+        run train config=runs/groupface/config.json out=runs/book-repeat
+        echo "\$ cmp runs/groupface/report.json runs/book-repeat/report.json && echo same report"
+        cmp runs/groupface/report.json runs/book-repeat/report.json && echo same report
+    } >assets/book_repeat.txt
+    echo "assets/book_repeat.txt ($commit)"
+fi
+
+if want grid; then
+    {
+        echo "\$ cargo run --release --bin ablation -- groups=4..32 mode=soft,hard --dry-run"
+        "$bin/ablation" groups=4..32 mode=soft,hard --dry-run
+    } >assets/book_grid.txt
+    echo "assets/book_grid.txt ($commit)"
+fi
+
+if want replicas; then
+    # The same global batch of 64 three ways; wall time and peak memory from GNU time.
+    rm -rf /tmp/book/one /tmp/book/devices /tmp/book/rank0 /tmp/book/rank1
+    mkdir -p /tmp/book
+    timed() {
+        local log=$1
+        shift
+        /usr/bin/time -f "%e s, %M KiB" -o "$log.time" "$@" >"$log" 2>&1
+    }
+    timed /tmp/book/one.log "$bin/train" out=/tmp/book/one
+    timed /tmp/book/devices.log "$bin/train" out=/tmp/book/devices devices=2 batch=32
+    timed /tmp/book/rank0.log "$bin/train" out=/tmp/book/rank0 nodes=2 rank=0 \
+        master=127.0.0.1:29500 batch=32 &
+    timed /tmp/book/rank1.log "$bin/train" out=/tmp/book/rank1 nodes=2 rank=1 \
+        master=127.0.0.1:29500 batch=32
+    wait
+    {
+        echo "run | last-epoch training loss | held-out verification | wall time, peak memory"
+        for run in one devices rank0 rank1; do
+            loss=$(awk -F, '$1 == 3 && $2 == "train" { print $3 }' "/tmp/book/$run/metrics.csv")
+            report=$(grep -o 'held-out verification: [^(]*' "/tmp/book/$run.log" | cut -d' ' -f3-)
+            echo "$run | $loss | $report | $(cat "/tmp/book/$run.log.time")"
+        done
+    } >assets/book_replicas.txt
+    echo "assets/book_replicas.txt ($commit)"
+fi
+
+if want interop; then
+    # The parity tests against PyTorch's outputs, with the largest difference of every output.
+    {
+        echo "\$ cargo test --release --test interop -- --nocapture --test-threads=1"
+        cargo test --release --test interop -- --nocapture --test-threads=1 2>&1 |
+            grep -E "max abs diff|^test |test result"
+    } >assets/book_interop.txt
+    echo "assets/book_interop.txt ($commit)"
+fi
+
+if want replica_tests; then
+    # What the data-parallel tests measure, as they print it.
+    {
+        echo "\$ cargo test --release --test cluster -- --nocapture --test-threads=1"
+        cargo test --release --test cluster -- --nocapture --test-threads=1 2>&1 |
+            grep -E "largest|ended|^test |test result"
+        echo "\$ cargo test --release --test training two_replicas -- --nocapture"
+        cargo test --release --test training two_replicas -- --nocapture 2>&1 |
+            grep -E "^update|^test |test result"
+    } >assets/book_replica_tests.txt
+    echo "assets/book_replica_tests.txt ($commit)"
+fi
