@@ -7,15 +7,16 @@
 #
 #   bash scripts/book_runs.sh             # every part, about 5 minutes on 2 cores
 #   bash scripts/book_runs.sh resume nan  # some: data sheet disk broken dashboard resume nan
-#                                         # recipe repeat grid replicas interop replica_tests
+#                                         # recipe repeat eval grid replicas interop
+#                                         # replica_tests
 #
 # The paths are the book's (/tmp/faces, runs/book-*); each part deletes what it writes first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/groupface-target}"
-cargo build --release --quiet --bin train --bin data --bin ablation
+cargo build --release --quiet --bin train --bin data --bin ablation --bin eval
 bin="$CARGO_TARGET_DIR/release"
-parts="${*:-data sheet disk broken dashboard resume nan recipe repeat grid replicas interop replica_tests}"
+parts="${*:-data sheet disk broken dashboard resume nan recipe repeat eval grid replicas interop replica_tests}"
 want() { [[ " $parts " == *" $1 "* ]]; }
 commit="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo '+changes')"
 
@@ -162,6 +163,28 @@ if want repeat; then
         cmp runs/groupface/report.json runs/book-repeat/report.json && echo same report
     } >assets/book_repeat.txt
     echo "assets/book_repeat.txt ($commit)"
+fi
+
+if want eval; then
+    # The recipe's GroupFace run evaluated three ways: its own held-out identities, a folder
+    # of other synthetic identities (every pair), and its exported safetensors as a
+    # checkpoint of another tool would be (init=, the model's shape given by keys).
+    [ -e runs/groupface/model.safetensors ] || bash "$0" recipe >/dev/null
+    rm -rf /tmp/book-eval /tmp/book-eval-folder /tmp/book-eval-init /tmp/book-eval-faces
+    "$bin/data" synth out=/tmp/book-eval-faces identities=20 images_per_identity=6 side=32 \
+        seed=7 >/dev/null
+    {
+        show eval model=runs/groupface data=synthetic out=/tmp/book-eval
+        "$bin/eval" model=runs/groupface data=synthetic out=/tmp/book-eval 2>&1
+        echo "\$ cargo run --release --bin data -- synth out=/tmp/book-eval-faces identities=20 images_per_identity=6 side=32 seed=7"
+        show eval model=runs/groupface data=/tmp/book-eval-faces out=/tmp/book-eval-folder
+        "$bin/eval" model=runs/groupface data=/tmp/book-eval-faces out=/tmp/book-eval-folder 2>&1
+        show eval init=runs/groupface/model.safetensors backbone=tiny groups=32 \
+            data=/tmp/book-eval-faces out=/tmp/book-eval-init
+        "$bin/eval" init=runs/groupface/model.safetensors backbone=tiny groups=32 \
+            data=/tmp/book-eval-faces out=/tmp/book-eval-init 2>&1
+    } >assets/book_eval.txt
+    echo "assets/book_eval.txt ($commit)"
 fi
 
 if want grid; then
