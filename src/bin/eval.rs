@@ -165,9 +165,17 @@ fn run() -> Result<(), CliError> {
         print!("{}", ga.markdown());
     }
     if let Some(groups) = &report.groups {
+        let nmi: Vec<String> = groups
+            .nmi
+            .iter()
+            .map(|(attribute, n)| format!("{attribute} {:.3} ({:.3})", n.nmi, n.chance_nmi))
+            .collect();
         println!(
-            "\ngroups: largest share {:.3}, entropy {:.2} bits, NMI with hidden attributes {:?}",
-            groups.largest_share, groups.entropy_bits, groups.nmi
+            "\ngroups: largest share {:.3}, entropy {:.2} bits\n\
+             NMI with each hidden attribute (chance level in brackets): {}",
+            groups.largest_share,
+            groups.entropy_bits,
+            nmi.join(", ")
         );
     }
     if let Some(out) = args.get_opt::<PathBuf>("out")? {
