@@ -35,6 +35,13 @@ summary() {
         !gap { print "..."; gap = 1 }
     '
 }
+# `$ cargo test --release ARGS`, then the lines of its output that match PATTERN.
+tests() {
+    local pattern=$1
+    shift
+    echo "\$ cargo test --release $*"
+    cargo test --release "$@" 2>&1 | grep -E "$pattern"
+}
 run() {
     local name=$1
     shift
@@ -224,23 +231,16 @@ fi
 
 if want interop; then
     # The parity tests against PyTorch's outputs, with the largest difference of every output.
-    {
-        echo "\$ cargo test --release --test interop -- --nocapture --test-threads=1"
-        cargo test --release --test interop -- --nocapture --test-threads=1 2>&1 |
-            grep -E "max abs diff|^test |test result"
-    } >assets/book_interop.txt
+    tests "max abs diff|^test |test result" --test interop -- --nocapture --test-threads=1 \
+        >assets/book_interop.txt
     echo "assets/book_interop.txt ($commit)"
 fi
 
 if want replica_tests; then
     # What the data-parallel tests measure, as they print it.
     {
-        echo "\$ cargo test --release --test cluster -- --nocapture --test-threads=1"
-        cargo test --release --test cluster -- --nocapture --test-threads=1 2>&1 |
-            grep -E "largest|ended|^test |test result"
-        echo "\$ cargo test --release --test training two_replicas -- --nocapture"
-        cargo test --release --test training two_replicas -- --nocapture 2>&1 |
-            grep -E "^update|^test |test result"
+        tests "largest|ended|^test |test result" --test cluster -- --nocapture --test-threads=1
+        tests "^update|^test |test result" --test training two_replicas -- --nocapture
     } >assets/book_replica_tests.txt
     echo "assets/book_replica_tests.txt ($commit)"
 fi

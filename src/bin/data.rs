@@ -14,6 +14,39 @@ use groupface::data::tool;
 
 const COMMANDS: &str = "synth|sheet|pack|info|bench";
 
+/// The synthetic generator's keys besides the counts, shared by `synth` and `sheet`.
+fn generator_keys() -> Vec<Key> {
+    let key = |name, default, accepts, help| Key { name, default, accepts, help };
+    vec![
+        key("side", Some("112"), "integer >= 16", "image side in pixels"),
+        key("seed", Some("0"), "integer", "generator seed"),
+        key("difficulty", Some("0.5"), "number in [0, 1]", "nuisance strength"),
+        key(
+            "lookalike_fraction",
+            Some("0.2"),
+            "number in [0, 1)",
+            "share of look-alike identities",
+        ),
+    ]
+}
+
+/// The generator of `identities` × `images` faces with the keys of [`generator_keys`].
+fn synth_config(
+    args: &groupface::cli::Args,
+    identities: usize,
+    images: usize,
+) -> Result<SynthConfig, String> {
+    let err = |e: CliError| e.to_string();
+    Ok(SynthConfig {
+        seed: args.get("seed").map_err(err)?,
+        identities,
+        images_per_identity: images,
+        side: args.get("side").map_err(err)?,
+        difficulty: args.get("difficulty").map_err(err)?,
+        lookalike_fraction: args.get("lookalike_fraction").map_err(err)?,
+    })
+}
+
 fn spec(command: &str) -> Option<Spec> {
     let key = |name, default, accepts, help| Key { name, default, accepts, help };
     let (about, keys) = match command {
@@ -23,16 +56,10 @@ fn spec(command: &str) -> Option<Spec> {
                 key("out", None, "a folder", "where to write"),
                 key("identities", Some("100"), "integer > 0", "number of identities"),
                 key("images_per_identity", Some("20"), "integer > 0", "images per identity"),
-                key("side", Some("112"), "integer >= 16", "image side in pixels"),
-                key("seed", Some("0"), "integer", "generator seed"),
-                key("difficulty", Some("0.5"), "number in [0, 1]", "nuisance strength"),
-                key(
-                    "lookalike_fraction",
-                    Some("0.2"),
-                    "number in [0, 1)",
-                    "share of look-alike identities",
-                ),
-            ],
+            ]
+            .into_iter()
+            .chain(generator_keys())
+            .collect(),
         ),
         "sheet" => (
             "write a PNG grid of synthetic faces: one row per identity, one column per image",
@@ -40,16 +67,10 @@ fn spec(command: &str) -> Option<Spec> {
                 key("out", None, "a path ending in .png", "the picture to write"),
                 key("identities", Some("8"), "integer in 1..=256", "rows"),
                 key("images", Some("8"), "integer in 1..=256", "columns"),
-                key("side", Some("112"), "integer >= 16", "image side in pixels"),
-                key("seed", Some("0"), "integer", "generator seed"),
-                key("difficulty", Some("0.5"), "number in [0, 1]", "nuisance strength"),
-                key(
-                    "lookalike_fraction",
-                    Some("0.2"),
-                    "number in [0, 1)",
-                    "share of look-alike identities",
-                ),
-            ],
+            ]
+            .into_iter()
+            .chain(generator_keys())
+            .collect(),
         ),
         "pack" => (
             "pack an image folder into insightface RecordIO (FILE.rec and FILE.idx)",
@@ -104,14 +125,11 @@ fn run(words: Vec<String>) -> Result<(), String> {
     let data_err = |e: groupface::data::DataError| e.to_string();
     match command.as_str() {
         "synth" => {
-            let config = SynthConfig {
-                seed: args.get("seed").map_err(err)?,
-                identities: args.get("identities").map_err(err)?,
-                images_per_identity: args.get("images_per_identity").map_err(err)?,
-                side: args.get("side").map_err(err)?,
-                difficulty: args.get("difficulty").map_err(err)?,
-                lookalike_fraction: args.get("lookalike_fraction").map_err(err)?,
-            };
+            let config = synth_config(
+                &args,
+                args.get("identities").map_err(err)?,
+                args.get("images_per_identity").map_err(err)?,
+            )?;
             let out: PathBuf = args.get("out").map_err(err)?;
             let n = tool::synth(config, &out).map_err(data_err)?;
             println!("wrote {n} images to {}", out.display());
@@ -133,15 +151,8 @@ fn run(words: Vec<String>) -> Result<(), String> {
                     ));
                 }
             }
-            let config = SynthConfig {
-                seed: args.get("seed").map_err(err)?,
-                identities,
-                images_per_identity: images,
-                side: args.get("side").map_err(err)?,
-                difficulty: args.get("difficulty").map_err(err)?,
-                lookalike_fraction: args.get("lookalike_fraction").map_err(err)?,
-            };
-            let faces = SynthFaces::new(config).map_err(data_err)?;
+            let faces =
+                SynthFaces::new(synth_config(&args, identities, images)?).map_err(data_err)?;
             let sheet = faces.contact_sheet(identities, images);
             sheet.save(&out).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
             println!(
