@@ -4,24 +4,18 @@
 
 mod common;
 
-use common::{backend, small_eval, temp_dir, tiny_config};
+use common::{backend, quiet_run, small_eval, temp_dir, tiny_config};
 use groupface::ablation::{parse_groups, run_grid, write_outputs, Grid, Preset};
 use groupface::evaluate::{evaluate_run, EmbedJob, EvalData, EvalJob};
 use groupface::labels::LabelMethod;
 use groupface::model::{Combine, GroupMode};
 use groupface::similarity::SimilarityKind;
-use groupface::train::{train, TrainRun};
+use groupface::train::train;
 
 #[test]
 fn train_writes_the_run_and_eval_reproduces_its_report() {
     let dir = temp_dir("pipeline-train");
-    let run = TrainRun {
-        config: tiny_config(4),
-        out: dir.clone(),
-        quiet: true,
-        resume: false,
-        node: None,
-    };
+    let run = quiet_run(tiny_config(4), dir.clone());
     let outcome = train(backend(), 0, run).expect("training runs");
     for file in [
         "config.json",
@@ -205,19 +199,7 @@ fn concurrent_runs_of_one_seed_agree() {
         let handles: Vec<_> = (0..2)
             .map(|i| {
                 let out = dir.join(format!("run{i}"));
-                scope.spawn(move || {
-                    train(
-                        backend(),
-                        0,
-                        TrainRun {
-                            config: tiny_config(4),
-                            out,
-                            quiet: true,
-                            resume: false,
-                            node: None,
-                        },
-                    )
-                })
+                scope.spawn(move || train(backend(), 0, quiet_run(tiny_config(4), out)))
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap().unwrap()).collect()
@@ -230,36 +212,16 @@ fn concurrent_runs_of_one_seed_agree() {
 fn two_stage_recipe_starts_from_the_baseline_trunk() {
     let dir = temp_dir("pipeline-init");
     let baseline = dir.join("baseline");
-    train(
-        backend(),
-        0,
-        TrainRun {
-            config: tiny_config(0),
-            out: baseline.clone(),
-            quiet: true,
-            resume: false,
-            node: None,
-        },
-    )
-    .expect("baseline trains");
+    train(backend(), 0, quiet_run(tiny_config(0), baseline.clone())).expect("baseline trains");
     let config = tiny_config(4).with_init(Some(baseline.display().to_string())).with_epochs(1);
-    let outcome = train(
-        backend(),
-        0,
-        TrainRun { config, out: dir.join("gf"), quiet: true, resume: false, node: None },
-    )
-    .expect("GroupFace trains from the baseline");
+    let outcome = train(backend(), 0, quiet_run(config, dir.join("gf")))
+        .expect("GroupFace trains from the baseline");
     assert!(outcome.report.groups.is_some());
 
     // A backbone of another shape is refused, naming both.
     let mut config = tiny_config(4).with_init(Some(baseline.display().to_string()));
     config.model.backbone.blocks = vec![2, 1, 1, 1];
-    let err = train(
-        backend(),
-        0,
-        TrainRun { config, out: dir.join("bad"), quiet: true, resume: false, node: None },
-    )
-    .unwrap_err();
+    let err = train(backend(), 0, quiet_run(config, dir.join("bad"))).unwrap_err();
     assert!(err.contains("blocks [1, 1, 1, 1]") && err.contains("blocks [2, 1, 1, 1]"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -143,7 +143,7 @@ fn a_bad_training_configuration_names_its_key() {
 fn resume_checks_the_configuration() {
     let dir = temp_dir("resume-config");
     let run = |config: TrainConfig, resume: bool| {
-        train(backend(), 0, TrainRun { config, out: dir.clone(), quiet: true, resume, node: None })
+        train(backend(), 0, TrainRun { resume, ..quiet_run(config, dir.clone()) })
     };
     let err = run(tiny_config(4), true).unwrap_err();
     assert!(err.contains("config.json"), "{err}");
@@ -167,12 +167,7 @@ fn a_loss_that_is_not_finite_stops_the_run_and_keeps_the_last_checkpoint() {
         .with_schedule(ScheduleKind::Step)
         .with_step_epochs(vec![1])
         .with_step_factor(1e30);
-    let err = train(
-        backend(),
-        0,
-        TrainRun { config, out: dir.clone(), quiet: true, resume: false, node: None },
-    )
-    .unwrap_err();
+    let err = train(backend(), 0, quiet_run(config, dir.clone())).unwrap_err();
     assert!(err.contains("training stopped at step") && err.contains("(epoch 2,"), "{err}");
     assert!(err.contains("is not finite") && err.contains("lr"), "{err}");
     assert!(err.contains("checkpoint of epoch 1"), "{err}");
@@ -269,12 +264,7 @@ fn two_replicas_take_the_step_of_one_device_on_the_same_global_batch() {
     config.data.images_per_identity = 4;
     let run = |config: TrainConfig, name: &str| {
         let out = dir.join(name);
-        train(
-            backend(),
-            0,
-            TrainRun { config, out: out.clone(), quiet: true, resume: false, node: None },
-        )
-        .unwrap();
+        train(backend(), 0, quiet_run(config, out.clone())).unwrap();
         trained_tensors(&out)
     };
     // The initial weights: the same seed, a step too small to move them.
@@ -352,7 +342,7 @@ fn trains_on_a_folder_and_on_its_rec_with_held_out_identities() {
     assert_eq!((data.train.len(), data.valid.len(), data.held_out.images.len()), (35, 7, 12));
 
     let out = dir.join("folder-run");
-    let run = TrainRun { config, out: out.clone(), quiet: true, resume: false, node: None };
+    let run = quiet_run(config, out.clone());
     let report = train(backend(), 0, run).expect("training on a folder").report;
     // 3 identities × 4 images: C(12, 2) = 66 pairs, 3·C(4, 2) = 18 of them positive.
     assert_eq!((report.plain.positives, report.plain.negatives), (18, 48));
@@ -367,13 +357,7 @@ fn trains_on_a_folder_and_on_its_rec_with_held_out_identities() {
     // The .rec packed from the folder holds the same images in the same order, so the split,
     // the training and the report are the same.
     let out = dir.join("rec-run");
-    let run = TrainRun {
-        config: disk_config(&rec),
-        out: out.clone(),
-        quiet: true,
-        resume: false,
-        node: None,
-    };
+    let run = quiet_run(disk_config(&rec), out.clone());
     let again = train(backend(), 0, run).expect("training on a .rec").report;
     assert_eq!(again.plain.verification, report.plain.verification);
     assert_eq!(again.plain.tar_at_far, report.plain.tar_at_far);
@@ -393,7 +377,7 @@ fn an_image_that_cannot_be_read_stops_training_and_names_it() {
     std::fs::write(&bad, b"not an image").unwrap();
 
     let out = dir.join("run");
-    let run = TrainRun { config, out: out.clone(), quiet: true, resume: false, node: None };
+    let run = quiet_run(config, out.clone());
     let err = train(backend(), 0, run).expect_err("a broken image stops the run");
     let name = bad.file_name().unwrap().to_string_lossy().to_string();
     assert!(err.contains(&name) && err.contains("epoch 1"), "{err}");
@@ -403,13 +387,7 @@ fn an_image_that_cannot_be_read_stops_training_and_names_it() {
     // again in the same directory.
     assert!(groupface::train::last_checkpoint(&out).is_none());
     disk_faces(&dir);
-    let run = TrainRun {
-        config: disk_config(&folder),
-        out: out.clone(),
-        quiet: true,
-        resume: false,
-        node: None,
-    };
+    let run = quiet_run(disk_config(&folder), out.clone());
     train(backend(), 0, run).expect("the repaired folder trains");
     let _ = std::fs::remove_dir_all(dir);
 }

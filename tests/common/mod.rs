@@ -10,7 +10,7 @@ use groupface::evaluate::SynthEvalConfig;
 use groupface::loss::{CriterionConfig, MarginSoftmaxConfig};
 use groupface::model::GroupFaceConfig;
 use groupface::schedule::ScheduleKind;
-use groupface::train::TrainConfig;
+use groupface::train::{TrainConfig, TrainRun};
 
 /// Runs a generic test body on every CPU backend compiled in, so both ndarray and flex are
 /// exercised by `cargo test`.
@@ -115,4 +115,10 @@ pub fn run_tensors(run: &Path) -> Vec<(String, Vec<f32>)> {
         .collect();
     all.sort_by(|a, b| a.0.cmp(&b.0));
     all
+}
+
+/// A run of `config` into `out` as the tests train it: no dashboard, not resumed, one
+/// process.
+pub fn quiet_run(config: TrainConfig, out: PathBuf) -> TrainRun {
+    TrainRun { config, out, quiet: true, resume: false, node: None }
 }
