@@ -91,6 +91,13 @@ pub enum CliError {
     Run(String),
 }
 
+impl From<crate::error::ConfigError> for CliError {
+    /// A configuration check names the key at fault; on the command line it is a bad value.
+    fn from(e: crate::error::ConfigError) -> Self {
+        CliError::BadValue { key: e.key, value: e.found, accepts: e.expected }
+    }
+}
+
 /// Parsed arguments: every declared key with its given or default value.
 #[derive(Debug, Clone)]
 pub struct Args {
@@ -355,11 +362,7 @@ pub fn model_config(args: &Args) -> Result<crate::model::GroupFaceConfig, CliErr
             *field = value;
         }
     }
-    config.validate().map_err(|e| CliError::BadValue {
-        key: e.key.clone(),
-        value: e.found.clone(),
-        accepts: e.expected.clone(),
-    })?;
+    config.validate()?;
     Ok(config)
 }
 

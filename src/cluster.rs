@@ -77,7 +77,7 @@ impl NodeLaunch {
                 rank.to_string(),
             ));
         }
-        let (_, master_port) = host_port("master", master)?;
+        let master_port = port_of("master", master)?;
         Ok(Self { rank, master: master.to_string(), master_port })
     }
 
@@ -86,8 +86,8 @@ impl NodeLaunch {
     }
 }
 
-/// `HOST:PORT` with a port in 1..=65535, for key `key`.
-fn host_port(key: &str, value: &str) -> Result<(String, u16), ConfigError> {
+/// The port of `HOST:PORT` (a non-empty host, a port in 1..=65535), for key `key`.
+fn port_of(key: &str, value: &str) -> Result<u16, ConfigError> {
     let expected = "HOST:PORT, e.g. 127.0.0.1:29500";
     let bad = || ConfigError::new(key, expected, value);
     let (host, port) = value.rsplit_once(':').ok_or_else(bad)?;
@@ -95,7 +95,7 @@ fn host_port(key: &str, value: &str) -> Result<(String, u16), ConfigError> {
     if host.is_empty() {
         return Err(bad());
     }
-    Ok((host.to_string(), port))
+    Ok(port)
 }
 
 /// The bytes that open every connection, so a stray client (or another program on the port)

@@ -613,6 +613,8 @@ impl BackendJob for TrainRun {
             }
             _ => {}
         }
+        // This process's shard of the data, and the rank its errors name.
+        let rank = self.node.as_ref().map_or(0, |n| n.rank);
         let resume_from = prepare_run_dir(&config, &self.out, self.resume)?;
         if !self.quiet {
             if let Some(epoch) = resume_from {
@@ -709,7 +711,7 @@ impl BackendJob for TrainRun {
             )
             .with_epoch_hook(hook)
             .with_missing_hook(on_missing.clone())
-            .shard(self.node.as_ref().map_or(0, |n| n.rank), config.nodes),
+            .shard(rank, config.nodes),
         );
         let valid_loader = Arc::new(
             EpochLoader::<B::InnerBackend>::new(
@@ -730,9 +732,7 @@ impl BackendJob for TrainRun {
             Some(launch) => {
                 // Ranks must train the same configuration; `out` is not part of it.
                 let json = serde_json::to_string(&config).map_err(|e| e.to_string())?;
-                let fingerprint = json.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                    (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-                });
+                let fingerprint = crate::data::rng::fnv1a(json.as_bytes());
                 let strategy = CollectiveStrategy::<B>::new(
                     device.clone(),
                     config.nodes,
@@ -798,8 +798,7 @@ impl BackendJob for TrainRun {
         if let Some(reason) = collective_failure.and_then(|f| f.lock().ok().and_then(|r| r.clone()))
         {
             return Err(format!(
-                "rank {} stopped: {reason}; no model was written; {}",
-                self.node.as_ref().map_or(0, |n| n.rank),
+                "rank {rank} stopped: {reason}; no model was written; {}",
                 checkpoint()
             ));
         }

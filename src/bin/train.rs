@@ -250,8 +250,7 @@ fn node_launch(args: &cli::Args, config: &TrainConfig) -> Result<Option<NodeLaun
     };
     let rank: usize =
         needed("rank")?.parse().map_err(|_| args.bad("rank", args.raw("rank").unwrap_or("")))?;
-    let launch = NodeLaunch::new(config.nodes, rank, needed("master")?)
-        .map_err(|e| bad(&e.key, e.found.clone(), e.expected.clone()))?;
+    let launch = NodeLaunch::new(config.nodes, rank, needed("master")?)?;
     Ok(Some(launch))
 }
 
@@ -298,7 +297,7 @@ fn run() -> Result<(), Failure> {
         }
         None => config_from_args(&args)?,
     };
-    config.validate().map_err(|e| bad(&e.key, e.found.clone(), e.expected.clone()))?;
+    config.validate().map_err(CliError::from)?;
     let backend = cli::backend(&args)?;
     let device = args.get("device")?;
     let node = node_launch(&args, &config)?;

@@ -1319,14 +1319,7 @@ impl SynthFaces {
 mod tests {
     use super::*;
 
-    fn fnv1a(bytes: &[u8]) -> u64 {
-        let mut h = 0xcbf2_9ce4_8422_2325u64;
-        for b in bytes {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        h
-    }
+    use crate::data::rng::fnv1a;
 
     fn faces(seed: u64, side: u32, difficulty: f32) -> SynthFaces {
         SynthFaces::new(SynthConfig {
