@@ -5,10 +5,13 @@
 # build. Where a line of output is left out, the file says `...` in its place: the plain-text
 # renderer's progress lines and the Learner's configuration dump.
 #
-#   bash scripts/book_runs.sh             # every part, about 5 minutes on 2 cores
+#   bash scripts/book_runs.sh             # every part, about 10 minutes on 2 cores
 #   bash scripts/book_runs.sh resume nan  # some: data sheet disk broken dashboard resume nan
 #                                         # recipe repeat eval grid replicas interop
-#                                         # replica_tests
+#                                         # replica_tests hosts export pth ijb
+#
+# `hosts` needs root and iproute2 (two network namespaces); `export` and `pth` need python3
+# with torch and safetensors.
 #
 # The paths are the book's (/tmp/faces, runs/book-*); each part deletes what it writes first.
 set -euo pipefail
@@ -16,7 +19,7 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/groupface-target}"
 cargo build --release --quiet --bin train --bin data --bin ablation --bin eval
 bin="$CARGO_TARGET_DIR/release"
-parts="${*:-data sheet disk broken dashboard resume nan recipe repeat eval grid replicas interop replica_tests}"
+parts="${*:-data sheet disk broken dashboard resume nan recipe repeat eval grid replicas interop replica_tests hosts export pth ijb}"
 want() { [[ " $parts " == *" $1 "* ]]; }
 commit="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo '+changes')"
 
@@ -243,4 +246,98 @@ if want replica_tests; then
         tests "^update|^test |test result" --test training two_replicas -- --nocapture
     } >assets/book_replica_tests.txt
     echo "assets/book_replica_tests.txt ($commit)"
+fi
+
+if want hosts; then
+    # Two ranks on two hosts: two network namespaces joined by a virtual Ethernet pair, each
+    # with its own network stack and address (10.0.0.1 and 10.0.0.2), so rank 1 reaches rank 0
+    # over a real interface, not loopback, and rank 0 announces it by the address it saw.
+    for ns in gf-host0 gf-host1; do ip netns del "$ns" 2>/dev/null || true; done
+    ip netns add gf-host0
+    ip netns add gf-host1
+    trap 'ip netns del gf-host0 2>/dev/null; ip netns del gf-host1 2>/dev/null' EXIT
+    ip link add gf-eth0 type veth peer name gf-eth1
+    ip link set gf-eth0 netns gf-host0
+    ip link set gf-eth1 netns gf-host1
+    ip -n gf-host0 addr add 10.0.0.1/24 dev gf-eth0
+    ip -n gf-host1 addr add 10.0.0.2/24 dev gf-eth1
+    for i in 0 1; do
+        ip -n "gf-host$i" link set "gf-eth$i" up
+        ip -n "gf-host$i" link set lo up
+    done
+    rm -rf runs/book-r0 runs/book-r1
+    ip netns exec gf-host0 "$bin/train" nodes=2 rank=0 master=10.0.0.1:29500 batch=32 \
+        out=runs/book-r0 >/tmp/book-r0.log 2>&1 &
+    ip netns exec gf-host1 "$bin/train" nodes=2 rank=1 master=10.0.0.1:29500 batch=32 \
+        out=runs/book-r1 >/tmp/book-r1.log 2>&1
+    wait
+    {
+        echo "# on host 10.0.0.1"
+        show train nodes=2 rank=0 master=10.0.0.1:29500 batch=32 out=runs/book-r0
+        summary </tmp/book-r0.log
+        echo "# on host 10.0.0.2"
+        show train nodes=2 rank=1 master=10.0.0.1:29500 batch=32 out=runs/book-r1
+        summary </tmp/book-r1.log
+        echo "\$ cmp runs/book-r0/model.safetensors runs/book-r1/model.safetensors && echo same"
+        cmp runs/book-r0/model.safetensors runs/book-r1/model.safetensors && echo same
+    } >assets/book_hosts.txt
+    ip netns del gf-host0
+    ip netns del gf-host1
+    trap - EXIT
+    echo "assets/book_hosts.txt ($commit)"
+fi
+
+if want export; then
+    # What the exporter writes, read back by PyTorch: the interop test exports the fixture
+    # models it loaded, and the fixture script compares them with its own weights and outputs.
+    {
+        tests "^wrote|^test |test result" --test interop export_round_trips -- --nocapture
+        for file in $(cargo test --release --test interop export_round_trips -- --nocapture \
+            2>/dev/null | awk '/^wrote/ { print $2 }'); do
+            echo "\$ python3 scripts/make_interop_fixture.py --check-export $file"
+            python3 scripts/make_interop_fixture.py --check-export "$file"
+        done
+    } | sed -E 's#/tmp/groupface-interop-[0-9]+/#/tmp/groupface-interop-PID/#g' \
+        >assets/book_export.txt
+    echo "assets/book_export.txt ($commit)"
+fi
+
+if want pth; then
+    # init= with a file PyTorch saved in arcface_torch's layout. No pretrained checkpoint can
+    # be downloaded here, so scripts/make_pth.py writes an iresnet100 with random weights: the
+    # commands and their checks are real, the accuracies are those of an untrained network.
+    rm -rf /tmp/book/iresnet100.pth /tmp/book-pth-faces /tmp/book-pth runs/book-pth
+    "$bin/data" synth out=/tmp/book-pth-faces identities=5 images_per_identity=4 side=112 \
+        seed=7 >/dev/null
+    {
+        echo "\$ python3 scripts/make_pth.py backbone=r100 out=/tmp/book/iresnet100.pth"
+        python3 scripts/make_pth.py backbone=r100 out=/tmp/book/iresnet100.pth
+        echo "\$ cargo run --release --bin data -- synth out=/tmp/book-pth-faces identities=5 images_per_identity=4 side=112 seed=7"
+        show eval init=/tmp/book/iresnet100.pth backbone=r100 data=/tmp/book-pth-faces \
+            out=/tmp/book-pth
+        "$bin/eval" init=/tmp/book/iresnet100.pth backbone=r100 data=/tmp/book-pth-faces \
+            out=/tmp/book-pth 2>&1
+        run train init=/tmp/book/iresnet100.pth backbone=r100 groups=32 identities=4 \
+            images_per_identity=4 batch=8 epochs=1 eval_identities=8 eval_images=3 \
+            eval_pairs=40 out=runs/book-pth
+    } >assets/book_pth.txt
+    echo "assets/book_pth.txt ($commit)"
+fi
+
+if want ijb; then
+    # The IJB-C protocol end to end on a tree in its layout (the benchmark itself is licensed
+    # and cannot be fetched here): its crops are discs with five dots, so the figures say the
+    # pipeline runs (alignment from the landmarks, template pooling, every template pair), not
+    # how good the model is.
+    [ -e runs/groupface/model.safetensors ] || bash "$0" recipe >/dev/null
+    rm -rf /tmp/book-ijbc /tmp/book-ijbc-eval
+    {
+        show data fake-ijb out=/tmp/book-ijbc which=c subjects=6 templates=3 media=2 images=2
+        "$bin/data" fake-ijb out=/tmp/book-ijbc which=c subjects=6 templates=3 media=2 images=2
+        echo "\$ ls /tmp/book-ijbc/meta"
+        ls /tmp/book-ijbc/meta
+        show eval model=runs/groupface data=ijbc:/tmp/book-ijbc out=/tmp/book-ijbc-eval
+        "$bin/eval" model=runs/groupface data=ijbc:/tmp/book-ijbc out=/tmp/book-ijbc-eval 2>&1
+    } >assets/book_ijb.txt
+    echo "assets/book_ijb.txt ($commit)"
 fi

@@ -209,6 +209,8 @@ fn export_round_trips_with_pytorch_keys() {
         let (model, _) = load_into(config.init::<Cpu>(&CPU), &config, &fixture(file)).unwrap();
         let out = temp(&format!("export-{file}"));
         let written = export_safetensors(&model, &config, &out).unwrap();
+        // Kept for `make_interop_fixture.py --check-export`, which reads it back in PyTorch.
+        println!("wrote {} ({written} tensors)", out.display());
         // Same keys as PyTorch's state dict, less num_batches_tracked.
         let mut theirs = SafetensorsStore::from_file(fixture(file));
         let mut ours = SafetensorsStore::from_file(&out);

@@ -1,7 +1,9 @@
-//! Data tools: `data synth`, `data sheet`, `data pack`, `data info`, `data bench`.
+//! Data tools: `data synth`, `data sheet`, `data fake-ijb`, `data pack`, `data info`,
+//! `data bench`.
 //!
 //! `cargo run --release --bin data -- synth out=DIR identities=N images_per_identity=M side=S seed=K`
 //! `cargo run --release --bin data -- sheet out=FILE.png identities=8 images=8 side=112`
+//! `cargo run --release --bin data -- fake-ijb out=DIR which=c subjects=4`
 //! `cargo run --release --bin data -- pack src=DIR out=FILE.rec`
 //! `cargo run --release --bin data -- info path=P`
 //! `cargo run --release --bin data -- bench side=112`
@@ -12,7 +14,7 @@ use groupface::cli::{CliError, Key, Spec};
 use groupface::data::synth::{SynthConfig, SynthFaces};
 use groupface::data::tool;
 
-const COMMANDS: &str = "synth|sheet|pack|info|bench";
+const COMMANDS: &str = "synth|sheet|fake-ijb|pack|info|bench";
 
 /// The synthetic generator's keys besides the counts, shared by `synth` and `sheet`.
 fn generator_keys() -> Vec<Key> {
@@ -71,6 +73,21 @@ fn spec(command: &str) -> Option<Spec> {
             .into_iter()
             .chain(generator_keys())
             .collect(),
+        ),
+        "fake-ijb" => (
+            "write a tree in the IJB-B/C layout (meta files and loose crops with landmarks) to \
+             try the IJB protocol before the licensed data is at hand; its crops are discs with \
+             five dots, not faces",
+            vec![
+                key("out", None, "a folder", "the tree's root (eval data=ijbc:ROOT)"),
+                key("which", Some("c"), "b|c", "the meta files' prefix: ijbb or ijbc"),
+                key("subjects", Some("4"), "integer >= 1", "subjects"),
+                key("templates", Some("2"), "integer >= 1", "templates per subject"),
+                key("media", Some("2"), "integer >= 1", "media per template"),
+                key("images", Some("2"), "integer >= 1", "images per media"),
+                key("side", Some("48"), "integer >= 16", "side of the loose crops"),
+                key("seed", Some("0"), "integer", "pose and colour seed"),
+            ],
         ),
         "pack" => (
             "pack an image folder into insightface RecordIO (FILE.rec and FILE.idx)",
@@ -160,6 +177,37 @@ fn run(words: Vec<String>) -> Result<(), String> {
                 out.display(),
                 sheet.width(),
                 sheet.height()
+            );
+        }
+        "fake-ijb" => {
+            use groupface::analysis::ijb::{write_fake_ijb, FakeIjbSpec};
+            let out: PathBuf = args.get("out").map_err(err)?;
+            let counts: Vec<usize> = ["subjects", "templates", "media", "images"]
+                .into_iter()
+                .map(|key| match args.get::<usize>(key).map_err(err)? {
+                    0 => Err(format!("bad value `0` for key `{key}`: expected an integer >= 1")),
+                    n => Ok(n),
+                })
+                .collect::<Result<_, _>>()?;
+            let spec = FakeIjbSpec {
+                side: args.get("side").map_err(err)?,
+                seed: args.get("seed").map_err(err)?,
+                ..FakeIjbSpec::uniform(
+                    args.get("which").map_err(err)?,
+                    counts[0],
+                    counts[1],
+                    counts[2],
+                    counts[3],
+                )
+            };
+            write_fake_ijb(&out, &spec).map_err(|e| e.to_string())?;
+            let templates = spec.templates.len();
+            println!(
+                "wrote {} ({templates} templates of {} subjects, {} images, {} template pairs)",
+                out.display(),
+                counts[0],
+                templates * counts[2] * counts[3],
+                templates * (templates - 1) / 2
             );
         }
         "pack" => {
