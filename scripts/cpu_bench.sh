@@ -19,8 +19,8 @@ commit="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml C
         "backbone=tiny groups=32 batch=32 steps=10 torch=true" \
         "backbone=tiny groups=0 batch=32 steps=10 torch=true" \
         "backbone=tiny groups=32 batch=32 steps=5 warmup=1 backend=ndarray torch=true" \
-        "backbone=r18 groups=0 batch=32 steps=3 warmup=1 torch=true" \
-        "backbone=r18 groups=32 batch=32 steps=3 warmup=1 torch=true"; do
+        "backbone=r18 groups=0 batch=32 steps=5 warmup=1 torch=true" \
+        "backbone=r18 groups=32 batch=32 steps=5 warmup=1 torch=true"; do
         echo "\$ cargo run --release --bin bench -- $args"
         # The table goes to stderr: its header once, then one row per command.
         # shellcheck disable=SC2086
