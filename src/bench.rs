@@ -1,4 +1,5 @@
-//! Training-step throughput: forward, backward and SGD update on random data.
+//! Throughput on random data: training steps (forward, backward and SGD update), inference
+//! (the forward pass alone, for the group head's share of it), rank-1 search and ROC.
 
 use std::time::Instant;
 
@@ -229,6 +230,173 @@ impl BackendJob for Rank1Bench {
     }
 }
 
+/// Inference throughput: the forward pass alone, on the backend without autodiff (BatchNorm
+/// with running statistics, H-GroupFace computing only the selected group's FC), on random
+/// images. Comparing `groups=0` with the GroupFace modes gives the head's share of the time.
+#[derive(Debug, Clone)]
+pub struct ForwardBench {
+    /// Name of the backbone preset, for the report.
+    pub backbone: String,
+    /// The model; its `mode` is the one measured.
+    pub model: GroupFaceConfig,
+    /// Images per forward pass.
+    pub batch: usize,
+    /// Timed passes.
+    pub steps: usize,
+    /// Untimed passes first.
+    pub warmup: usize,
+    /// Backend name, for the report.
+    pub backend: String,
+}
+
+/// What [`ForwardBench`] measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct ForwardResult {
+    /// Backbone preset.
+    pub backbone: String,
+    /// Groups K (0: the ArcFace baseline).
+    pub groups: usize,
+    /// `soft` or `hard`.
+    pub mode: String,
+    /// Images per pass.
+    pub batch: usize,
+    /// Input side.
+    pub side: usize,
+    /// Backend name.
+    pub backend: String,
+    /// Images embedded per second.
+    pub images_per_second: f64,
+    /// Mean seconds per pass.
+    pub step_seconds: f64,
+    /// Forward GFLOPs of one image, counted from the configuration ([`crate::summary`]).
+    pub gflops_per_image: f64,
+    /// Peak resident memory of the process (VmHWM), bytes.
+    pub peak_memory_bytes: Option<u64>,
+}
+
+impl BackendJob for ForwardBench {
+    type Output = Result<ForwardResult, String>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        type Inner<B> = <B as AutodiffBackend>::InnerBackend;
+        self.model.validate().map_err(|e| e.to_string())?;
+        if self.batch == 0 || self.steps == 0 {
+            return Err("batch and steps must be at least 1".into());
+        }
+        B::seed(&device, 0);
+        let model = self.model.init::<Inner<B>>(&device);
+        let side = self.model.backbone.input_side;
+        let images = Tensor::<Inner<B>, 4>::random(
+            [self.batch, 3, side, side],
+            Distribution::Uniform(-1.0, 1.0),
+            &device,
+        );
+        // Reading the embedding back makes every backend finish the pass before the clock stops.
+        let pass = || -> Result<(), String> {
+            model
+                .forward(images.clone())
+                .embedding
+                .into_data()
+                .to_vec::<f32>()
+                .map(|_| ())
+                .map_err(|e| format!("reading the embedding back: {e:?}"))
+        };
+        for _ in 0..self.warmup {
+            pass()?;
+        }
+        let t = Instant::now();
+        for _ in 0..self.steps {
+            pass()?;
+        }
+        let seconds = t.elapsed().as_secs_f64();
+        let summary = crate::summary::ModelSummary::of(&self.model);
+        Ok(ForwardResult {
+            backbone: self.backbone,
+            groups: self.model.groups,
+            mode: self.model.mode.to_string(),
+            batch: self.batch,
+            side,
+            backend: self.backend,
+            images_per_second: (self.batch * self.steps) as f64 / seconds,
+            step_seconds: seconds / self.steps as f64,
+            gflops_per_image: summary.gflops,
+            peak_memory_bytes: peak_rss_bytes(),
+        })
+    }
+}
+
+/// The ROC of `scores` random pair scores, of which `positives` are genuine, built as `eval`
+/// builds it (one sort, then every threshold), with the time and the peak memory.
+#[derive(Debug, Clone)]
+pub struct RocBench {
+    /// Pair scores.
+    pub scores: usize,
+    /// Genuine pairs among them (spread evenly), at least 1 and fewer than `scores`.
+    pub positives: usize,
+}
+
+/// What [`RocBench`] measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct RocBenchResult {
+    /// Pair scores.
+    pub scores: usize,
+    /// Genuine pairs.
+    pub positives: usize,
+    /// Seconds drawing the scores (not part of the ROC).
+    pub generate_seconds: f64,
+    /// Seconds building the ROC and reading TAR@FAR at 1e-6..1e-1, the AUC and the EER.
+    pub roc_seconds: f64,
+    /// Scores per second of the ROC.
+    pub scores_per_second: f64,
+    /// Points of the ROC (distinct thresholds).
+    pub points: usize,
+    /// TAR at FAR = 1e-6 of these random scores.
+    pub tar_at_far_1e6: f64,
+    /// Area under the curve.
+    pub auc: f64,
+    /// Peak resident memory of the process (VmHWM), bytes.
+    pub peak_memory_bytes: Option<u64>,
+}
+
+impl RocBench {
+    /// Draws the scores and measures the ROC. Genuine scores are about N(0.5, 0.15) and
+    /// impostor scores N(0, 0.15), cosines as a trained model gives them.
+    pub fn run(&self) -> Result<RocBenchResult, String> {
+        use crate::data::rng::SplitMix64;
+        use crate::eval::roc::Roc;
+        if self.positives == 0 || self.positives >= self.scores {
+            return Err(format!(
+                "positives: expected 1..{} (fewer than scores={}), found {}",
+                self.scores, self.scores, self.positives
+            ));
+        }
+        let t = Instant::now();
+        let stride = self.scores / self.positives;
+        let positive: Vec<bool> =
+            (0..self.scores).map(|i| i % stride == 0 && i / stride < self.positives).collect();
+        let mut rng = SplitMix64::new(11);
+        let scores: Vec<f32> =
+            positive.iter().map(|&p| if p { 0.5 } else { 0.0 } + 0.15 * rng.normal()).collect();
+        let generate_seconds = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let roc = Roc::from_scores(&scores, &positive).map_err(|e| e.to_string())?;
+        let tars = roc.tar_at_fars(&[1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1]);
+        let (auc, _eer) = (roc.auc(), roc.eer());
+        let roc_seconds = t.elapsed().as_secs_f64();
+        Ok(RocBenchResult {
+            scores: self.scores,
+            positives: self.positives,
+            generate_seconds,
+            roc_seconds,
+            scores_per_second: self.scores as f64 / roc_seconds,
+            points: roc.len(),
+            tar_at_far_1e6: tars.get(&crate::eval::roc::far_key(1e-6)).map_or(f64::NAN, |t| t.tar),
+            auc,
+            peak_memory_bytes: peak_rss_bytes(),
+        })
+    }
+}
+
 /// The same configuration measured in PyTorch eager by `scripts/bench_torch.py`, run as a
 /// child process, so that one `bench` invocation prints both frameworks side by side.
 #[derive(Debug, Clone)]
@@ -393,4 +561,43 @@ pub fn side_by_side_table(rows: &[SideBySide]) -> String {
         ));
     }
     table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, NdArray};
+
+    #[test]
+    fn roc_bench_spreads_its_positives_and_separates_them() {
+        let result = RocBench { scores: 1000, positives: 10 }.run().unwrap();
+        assert_eq!((result.scores, result.positives), (1000, 10));
+        // Genuine N(0.5, 0.15) against impostor N(0, 0.15): d' = 0.5 / 0.15 = 3.33, so the
+        // expected AUC is Phi(d' / sqrt 2) = Phi(2.36) = 0.991; with 10 genuine pairs it is
+        // near that, and far from a chance level of 0.5.
+        assert!(result.auc > 0.95 && result.auc <= 1.0, "{}", result.auc);
+        // At most one point per distinct score, plus the leading point.
+        assert!(result.points >= 2 && result.points <= 1001, "{}", result.points);
+        for positives in [0, 1000] {
+            let err = RocBench { scores: 1000, positives }.run().unwrap_err();
+            assert!(err.starts_with("positives:"), "{err}");
+        }
+    }
+
+    #[test]
+    fn forward_bench_reports_the_configured_model() {
+        let model = GroupFaceConfig::tiny(4);
+        let job = ForwardBench {
+            backbone: "tiny".into(),
+            model: model.clone(),
+            batch: 2,
+            steps: 1,
+            warmup: 0,
+            backend: "ndarray".into(),
+        };
+        let result = job.run::<Autodiff<NdArray<f32>>>(Default::default()).unwrap();
+        assert_eq!((result.groups, result.batch, result.side), (4, 2, 32));
+        assert_eq!(result.gflops_per_image, crate::summary::ModelSummary::of(&model).gflops);
+        assert!(result.images_per_second > 0.0 && result.images_per_second.is_finite());
+    }
 }

@@ -1,11 +1,17 @@
-//! Training-step throughput of one or more backbones on one backend, one JSON line each; or,
-//! with `task=rank1`, rank-1 identification against a large random distractor set.
+//! Training-step throughput of one or more backbones on one backend, one JSON line each; with
+//! `task=forward`, inference throughput (the forward pass alone); with `task=rank1`, rank-1
+//! identification against a large random distractor set; with `task=roc`, the ROC of many
+//! random pair scores.
 //!
 //! `cargo run --release --bin bench -- backbone=tiny,r18 batch=32 steps=5 backend=flex`
+//! `cargo run --release --bin bench -- task=forward backbone=r100 groups=32 mode=hard batch=8`
 //! `cargo run --release --bin bench -- task=rank1 distractors=1000000 probes=1000 dim=512`
+//! `cargo run --release --bin bench -- task=roc scores=100000000 positives=100000`
 
 use groupface::backend::{self, BackendKind, Precision};
-use groupface::bench::{side_by_side_table, BenchCase, Rank1Bench, TorchReference};
+use groupface::bench::{
+    side_by_side_table, BenchCase, ForwardBench, Rank1Bench, RocBench, TorchReference,
+};
 use groupface::cli::{self, parse_bool, CliError, Key, Spec};
 
 fn spec() -> Spec {
@@ -16,8 +22,21 @@ fn spec() -> Spec {
         Key {
             name: "task",
             default: Some("train"),
-            accepts: "train|rank1",
-            help: "training steps, or rank-1 search over random embeddings",
+            accepts: "train|forward|rank1|roc",
+            help: "training steps, inference passes, rank-1 search over random embeddings, or \
+                   the ROC of random pair scores",
+        },
+        Key {
+            name: "scores",
+            default: Some("100000000"),
+            accepts: "integer >= 2",
+            help: "task=roc: pair scores",
+        },
+        Key {
+            name: "positives",
+            default: Some("100000"),
+            accepts: "integer in 1..scores",
+            help: "task=roc: genuine pairs among them",
         },
         Key {
             name: "distractors",
@@ -97,7 +116,8 @@ fn spec() -> Spec {
     ]);
     Spec {
         program: "bench",
-        about: "training-step throughput (forward, backward, SGD) on random data",
+        about: "throughput on random data: training steps (forward, backward, SGD), inference, \
+                rank-1 search or ROC",
         keys,
         flags: vec![],
     }
@@ -109,6 +129,31 @@ fn run() -> Result<(), CliError> {
     let task: String = args.get("task")?;
     match task.as_str() {
         "train" => {}
+        "roc" => {
+            let job = RocBench { scores: args.get("scores")?, positives: args.get("positives")? };
+            let result = job.run().map_err(|e| CliError::Run(format!("ROC benchmark: {e}")))?;
+            println!("{}", serde_json::to_string(&result).expect("result serialises"));
+            return Ok(());
+        }
+        "forward" => {
+            for name in args.get_list::<String>("backbone")? {
+                let mut one = args.clone();
+                one.set("backbone", &name);
+                let job = ForwardBench {
+                    backbone: name,
+                    model: cli::model_config(&one)?,
+                    batch: args.get("batch")?,
+                    steps: args.get("steps")?,
+                    warmup: args.get("warmup")?,
+                    backend: backend.to_string(),
+                };
+                let result = backend::run(backend, args.get("device")?, job)
+                    .and_then(|r| r)
+                    .map_err(|e| CliError::Run(format!("forward benchmark: {e}")))?;
+                println!("{}", serde_json::to_string(&result).expect("result serialises"));
+            }
+            return Ok(());
+        }
         "rank1" => {
             let job = Rank1Bench {
                 distractors: args.get("distractors")?,
@@ -126,7 +171,7 @@ fn run() -> Result<(), CliError> {
             return Err(CliError::BadValue {
                 key: "task".into(),
                 value: other.into(),
-                accepts: "train|rank1".into(),
+                accepts: "train|forward|rank1|roc".into(),
             })
         }
     }
