@@ -291,9 +291,9 @@ if want export; then
     # What the exporter writes, read back by PyTorch: the interop test exports the fixture
     # models it loaded, and the fixture script compares them with its own weights and outputs.
     {
-        tests "^wrote|^test |test result" --test interop export_round_trips -- --nocapture
-        for file in $(cargo test --release --test interop export_round_trips -- --nocapture \
-            2>/dev/null | awk '/^wrote/ { print $2 }'); do
+        shown=$(tests "^wrote|^test |test result" --test interop export_round_trips -- --nocapture)
+        echo "$shown"
+        for file in $(awk '/^wrote/ { print $2 }' <<<"$shown"); do
             echo "\$ python3 scripts/make_interop_fixture.py --check-export $file"
             python3 scripts/make_interop_fixture.py --check-export "$file"
         done

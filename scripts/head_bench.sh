@@ -20,6 +20,7 @@ field() { sed -E "s/.*\"$1\":([^,}]*).*/\1/"; }
     # invocations, and the minimum is the figure least touched by that.
     declare -A best
     for batch in 8 32; do
+        best=()
         for round in 1 2 3; do
             for model in "groups=0" "groups=32 mode=hard" "groups=32 mode=soft"; do
                 args="task=forward backbone=r100 $model batch=$batch steps=2 warmup=1"
@@ -36,8 +37,6 @@ field() { sed -E "s/.*\"$1\":([^,}]*).*/\1/"; }
             awk -v m="$model batch=$batch" -v t="${best[$model]}" -v b="$base" \
                 'BEGIN { printf "%s: %.3f s against %.3f s, %+.1f%% of the baseline'"'"'s forward time\n", m, t, b, 100 * (t / b - 1) }'
         done
-        unset best
-        declare -A best
     done
     for args in "task=roc scores=15658489 positives=19557" "task=roc scores=100000000 positives=100000"; do
         echo "\$ cargo run --release --bin bench -- $args"

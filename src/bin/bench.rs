@@ -13,6 +13,7 @@ use groupface::bench::{
     side_by_side_table, BenchCase, ForwardBench, Rank1Bench, RocBench, TorchReference,
 };
 use groupface::cli::{self, parse_bool, CliError, Key, Spec};
+use groupface::model::GroupFaceConfig;
 
 fn spec() -> Spec {
     let mut keys = cli::model_keys();
@@ -123,6 +124,19 @@ fn spec() -> Spec {
     }
 }
 
+/// Each backbone of the `backbone=` list, with the model the other keys describe on it.
+fn models(args: &cli::Args) -> Result<Vec<(String, GroupFaceConfig)>, CliError> {
+    let names: Vec<String> = args.get_list("backbone")?;
+    names
+        .into_iter()
+        .map(|name| {
+            let mut one = args.clone();
+            one.set("backbone", &name);
+            Ok((name, cli::model_config(&one)?))
+        })
+        .collect()
+}
+
 fn run() -> Result<(), CliError> {
     let args = spec().parse(std::env::args().skip(1))?;
     let backend = cli::backend(&args)?;
@@ -136,12 +150,10 @@ fn run() -> Result<(), CliError> {
             return Ok(());
         }
         "forward" => {
-            for name in args.get_list::<String>("backbone")? {
-                let mut one = args.clone();
-                one.set("backbone", &name);
+            for (name, model) in models(&args)? {
                 let job = ForwardBench {
                     backbone: name,
-                    model: cli::model_config(&one)?,
+                    model,
                     batch: args.get("batch")?,
                     steps: args.get("steps")?,
                     warmup: args.get("warmup")?,
@@ -167,13 +179,7 @@ fn run() -> Result<(), CliError> {
             println!("{}", serde_json::to_string(&result).expect("result serialises"));
             return Ok(());
         }
-        other => {
-            return Err(CliError::BadValue {
-                key: "task".into(),
-                value: other.into(),
-                accepts: "train|forward|rank1|roc".into(),
-            })
-        }
+        other => return Err(args.bad("task", other)),
     }
     let torch = args.raw("torch").unwrap_or("false");
     let torch = parse_bool(torch).ok_or_else(|| args.bad("torch", torch))?;
@@ -195,13 +201,10 @@ fn run() -> Result<(), CliError> {
     });
     let precision: Precision = args.get("precision")?;
     let mut rows = Vec::new();
-    let names: Vec<String> = args.get_list("backbone")?;
-    for name in names {
-        let mut one = args.clone();
-        one.set("backbone", &name);
+    for (name, model) in models(&args)? {
         let case = BenchCase {
             backbone: name,
-            model: cli::model_config(&one)?,
+            model,
             classes: args.get("classes")?,
             batch: args.get("batch")?,
             steps: args.get("steps")?,

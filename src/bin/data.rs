@@ -154,18 +154,13 @@ fn run(words: Vec<String>) -> Result<(), String> {
         "sheet" => {
             let out: PathBuf = args.get("out").map_err(err)?;
             if out.extension().and_then(|e| e.to_str()) != Some("png") {
-                return Err(format!(
-                    "bad value `{}` for key `out`: expected a path ending in .png",
-                    out.display()
-                ));
+                return Err(args.bad("out", &out.display().to_string()).to_string());
             }
             let (identities, images): (usize, usize) =
                 (args.get("identities").map_err(err)?, args.get("images").map_err(err)?);
             for (key, value) in [("identities", identities), ("images", images)] {
                 if !(1..=256).contains(&value) {
-                    return Err(format!(
-                        "bad value `{value}` for key `{key}`: expected an integer in 1..=256"
-                    ));
+                    return Err(args.bad(key, &value.to_string()).to_string());
                 }
             }
             let faces =
@@ -185,7 +180,7 @@ fn run(words: Vec<String>) -> Result<(), String> {
             let counts: Vec<usize> = ["subjects", "templates", "media", "images"]
                 .into_iter()
                 .map(|key| match args.get::<usize>(key).map_err(err)? {
-                    0 => Err(format!("bad value `0` for key `{key}`: expected an integer >= 1")),
+                    0 => Err(args.bad(key, "0").to_string()),
                     n => Ok(n),
                 })
                 .collect::<Result<_, _>>()?;
@@ -202,11 +197,13 @@ fn run(words: Vec<String>) -> Result<(), String> {
             };
             write_fake_ijb(&out, &spec).map_err(|e| e.to_string())?;
             let templates = spec.templates.len();
+            let images: usize = spec.templates.iter().flat_map(|t| &t.media).sum();
+            // The pair file lists every template pair (write_fake_ijb).
             println!(
-                "wrote {} ({templates} templates of {} subjects, {} images, {} template pairs)",
+                "wrote {} ({templates} templates of {} subjects, {images} images, {} template \
+                 pairs)",
                 out.display(),
                 counts[0],
-                templates * counts[2] * counts[3],
                 templates * (templates - 1) / 2
             );
         }
@@ -214,10 +211,7 @@ fn run(words: Vec<String>) -> Result<(), String> {
             let src: PathBuf = args.get("src").map_err(err)?;
             let out: PathBuf = args.get("out").map_err(err)?;
             if out.extension().and_then(|e| e.to_str()) != Some("rec") {
-                return Err(format!(
-                    "bad value `{}` for key `out`: expected a path ending in .rec",
-                    out.display()
-                ));
+                return Err(args.bad("out", &out.display().to_string()).to_string());
             }
             let stats = tool::pack(&src, &out).map_err(data_err)?;
             println!("{}", serde_json::to_string(&stats).map_err(|e| e.to_string())?);
