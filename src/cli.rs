@@ -24,7 +24,8 @@ pub struct Key {
 /// The keys a binary accepts, and its one-line description for `--help`.
 #[derive(Debug, Clone)]
 pub struct Spec {
-    /// Binary name, as in `cargo run --bin NAME`.
+    /// Binary name, as in `cargo run --bin NAME`, followed by the subcommand for binaries
+    /// that have them (`data synth`).
     pub program: &'static str,
     /// What the binary does.
     pub about: &'static str,
@@ -109,9 +110,14 @@ pub struct Args {
 impl Spec {
     /// The `--help` text: every key with its default and accepted values.
     pub fn help(&self) -> String {
+        let (binary, command) = match self.program.split_once(' ') {
+            Some((binary, command)) => (binary, format!("{command} ")),
+            None => (self.program, String::new()),
+        };
         let mut out = format!(
-            "{}: {}\n\nusage: cargo run --release --bin {} -- [key=value ...]\n\nkeys:\n",
-            self.program, self.about, self.program
+            "{}: {}\n\nusage: cargo run --release --bin {binary} -- {command}[key=value ...]\n\n\
+             keys:\n",
+            self.program, self.about
         );
         let width = self.keys.iter().map(|k| k.name.len()).max().unwrap_or(0);
         for key in &self.keys {
@@ -411,5 +417,11 @@ mod tests {
         let Err(CliError::Help(text)) = spec().parse(["--help"]) else { panic!("no help") };
         assert!(text.contains("groups") && text.contains("default: 32"));
         assert!(text.contains("out") && text.contains("default: (none)"));
+        assert!(text.contains("usage: cargo run --release --bin demo -- [key=value ...]"));
+        // A subcommand goes after the `--`, where the binary reads it.
+        let sub = Spec { program: "demo synth", ..spec() };
+        let Err(CliError::Help(text)) = sub.parse(["--help"]) else { panic!("no help") };
+        assert!(text.starts_with("demo synth: a demo"), "{text}");
+        assert!(text.contains("usage: cargo run --release --bin demo -- synth [key=value ...]"));
     }
 }

@@ -734,6 +734,9 @@ pub struct EvalJob {
     pub batch: usize,
     /// Where the group analysis pictures go (synthetic data only).
     pub pictures: Option<PathBuf>,
+    /// Folds of the verification protocol on listed pairs and IJB (insightface: 10; 1 picks
+    /// and tests the threshold on all pairs). `data=synthetic` keeps the run's 10.
+    pub folds: usize,
 }
 
 /// The configuration and trained model of a finished run directory.
@@ -895,20 +898,22 @@ impl crate::backend::BackendJob for EmbedJob {
     }
 }
 
-/// A report over listed pairs (folders, `.bin` files, precomputed embeddings): the 10-fold
-/// protocol and the ROC both run over the same pairs.
+/// A report over listed pairs (folders, `.bin` files, precomputed embeddings): the k-fold
+/// protocol (insightface: `folds = 10`) and the ROC both run over the same pairs.
 pub fn pairs_report(
     embeddings: &Embeddings,
     pairs: &[(usize, usize, bool)],
     group_aware: Option<GroupAwareParams>,
+    folds: usize,
     settings: BTreeMap<String, String>,
 ) -> Result<Report, String> {
     let scores = pair_scores(embeddings, pairs, group_aware);
     let issame: Vec<bool> = pairs.iter().map(|p| p.2).collect();
+    let options = verification::Options { folds, ..Default::default() };
     let verification = match group_aware {
         Some(_) => {
             let distances: Vec<f64> = scores.iter().map(|s| 2.0 - 2.0 * s).collect();
-            verification::evaluate_distances(&distances, &issame)
+            verification::evaluate_distances_with(&distances, &issame, &options)
         }
         // The raw flip-sum: the protocol normalises in f64, as insightface's numpy code does.
         None => {
@@ -919,7 +924,7 @@ pub fn pairs_report(
                 a.extend_from_slice(raw.row(p.0));
                 b.extend_from_slice(raw.row(p.1));
             }
-            verification::evaluate_embeddings(&a, &b, raw.cols, &issame)
+            verification::evaluate_embeddings_with(&a, &b, raw.cols, &issame, &options)
         }
     }
     .map_err(|e| e.to_string())?;
@@ -932,9 +937,21 @@ impl crate::backend::BackendJob for EvalJob {
     type Output = Result<RunReport, String>;
 
     fn run<B: burn::tensor::backend::AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        let model = self.run.display().to_string();
         // Inference runs on the inner backend so BatchNorm uses its running statistics.
+        let mut report = self.report::<B::InnerBackend>(device)?;
+        // The report says which model it measured (its title names it too).
+        for r in std::iter::once(&mut report.plain).chain(report.group_aware.as_mut()) {
+            r.settings.insert("model".into(), model.clone());
+        }
+        Ok(report)
+    }
+}
+
+impl EvalJob {
+    fn report<B: Backend>(self, device: B::Device) -> Result<RunReport, String> {
         let (config, architecture, model) =
-            load_model::<B::InnerBackend>(&self.run, self.checkpoint.as_ref(), &device)?;
+            load_model::<B>(&self.run, self.checkpoint.as_ref(), &device)?;
         let side = architecture.backbone.input_side;
         let (embeddings, pairs, source) = match &self.data {
             EvalData::Synthetic => {
@@ -945,6 +962,14 @@ impl crate::backend::BackendJob for EvalJob {
                         self.run.display()
                     ));
                 };
+                if self.folds != verification::Options::default().folds {
+                    return Err(format!(
+                        "folds={} applies to listed pairs (a folder, a .bin, embeddings) and \
+                         IJB; data=synthetic evaluates a run's held-out identities with \
+                         insightface's 10 folds, as training did",
+                        self.folds
+                    ));
+                }
                 let held = crate::train::held_out(config)?;
                 return evaluate_held_out(
                     &model,
@@ -983,7 +1008,9 @@ impl crate::backend::BackendJob for EvalJob {
                 (embeddings, list, root.display().to_string())
             }
             EvalData::Ijb { root, which } => {
-                return evaluate_ijb(&model, root, *which, side, self.batch, self.mode, &device);
+                let job =
+                    IjbJob { root, which: *which, side, batch: self.batch, folds: self.folds };
+                return evaluate_ijb(&model, &job, self.mode, &device);
             }
             EvalData::Bin(path) => {
                 let set = crate::data::verification_bin::VerificationSet::read(path)
@@ -1011,7 +1038,7 @@ impl crate::backend::BackendJob for EvalJob {
         settings.insert("protocol".into(), "listed pairs".into());
         settings.insert("data".into(), source);
         settings.insert("similarity".into(), "plain".into());
-        let plain = pairs_report(&embeddings, &pairs, None, settings.clone())?;
+        let plain = pairs_report(&embeddings, &pairs, None, self.folds, settings.clone())?;
         let group_aware = match embeddings.feature {
             Some(_) => {
                 settings.insert("similarity".into(), "group-aware".into());
@@ -1019,6 +1046,7 @@ impl crate::backend::BackendJob for EvalJob {
                     &embeddings,
                     &pairs,
                     Some(GroupAwareParams::default()),
+                    self.folds,
                     settings,
                 )?)
             }
@@ -1028,22 +1056,36 @@ impl crate::backend::BackendJob for EvalJob {
     }
 }
 
+/// What [`evaluate_ijb`] reads and how it runs the protocol.
+#[derive(Debug, Clone, Copy)]
+pub struct IjbJob<'a> {
+    /// The IJB root folder (`meta/`, `loose_crop/`).
+    pub root: &'a Path,
+    /// IJB-B or IJB-C.
+    pub which: crate::analysis::ijb::Ijb,
+    /// Input side of the model.
+    pub side: usize,
+    /// Images per forward pass.
+    pub batch: usize,
+    /// Folds of the verification protocol over the template pairs (insightface: 10).
+    pub folds: usize,
+}
+
 /// IJB-B / IJB-C 1:1 (insightface's `eval_ijbc.py` defaults): every image aligned by its five
 /// landmarks, `f(img) + f(flip(img))` weighted by the detector score, averaged per media,
 /// summed per template, normalised; template pairs scored by cosine (and, for GroupFace, by
 /// group-aware similarity on media- then template-averaged v̂). TAR@FAR from the ROC of the
-/// template pairs; the 10-fold protocol over the same pairs is reported alongside.
+/// template pairs; the k-fold protocol over the same pairs is reported alongside.
 pub fn evaluate_ijb<B: Backend>(
     model: &GroupFace<B>,
-    root: &Path,
-    which: crate::analysis::ijb::Ijb,
-    side: usize,
-    batch: usize,
+    job: &IjbJob<'_>,
     mode: Option<GroupMode>,
     device: &B::Device,
 ) -> Result<RunReport, String> {
     use crate::analysis::ijb::{group_aware_template_scores, template_scores, IjbMeta};
     use crate::analysis::FeatureMatrix;
+    let &IjbJob { root, which, side, batch, folds } = job;
+    let options = verification::Options { folds, ..Default::default() };
     let meta = IjbMeta::load(root, which).map_err(|e| e.to_string())?;
     // Aligned crops are made a chunk at a time so memory stays bounded on IJB-C's 470k images.
     let chunk = (batch * 16).max(1);
@@ -1088,8 +1130,8 @@ pub fn evaluate_ijb<B: Backend>(
     let report_of =
         |scores: Vec<f32>, settings: BTreeMap<String, String>| -> Result<Report, String> {
             let distances: Vec<f64> = scores.iter().map(|&s| 2.0 - 2.0 * s as f64).collect();
-            let verification =
-                verification::evaluate_distances(&distances, &labels).map_err(|e| e.to_string())?;
+            let verification = verification::evaluate_distances_with(&distances, &labels, &options)
+                .map_err(|e| e.to_string())?;
             let roc = Roc::from_scores(&scores, &labels).map_err(|e| e.to_string())?;
             Ok(Report::new(verification, &roc, None, settings))
         };

@@ -43,17 +43,29 @@ named_enum!(
 ///
 /// The window is kept on the host (K floats per batch), so the labeler does not depend on the
 /// backend and its state can be saved with a checkpoint ([`history`](Self::history)).
+///
+/// Data-parallel replicas share one labeler. Their calls for one optimiser step arrive in
+/// whichever order their threads finish, so [`labels_for_step`](Self::labels_for_step) makes
+/// the order irrelevant: every replica of a step labels with the window of the earlier steps
+/// plus its own batch, and the step's batch means join the window together, in a fixed order,
+/// when the next step begins.
 #[derive(Clone, PartialEq)]
 pub struct GroupLabeler {
     method: LabelMethod,
     window: usize,
     history: VecDeque<Vec<f32>>,
+    /// The batch means of the step in progress, with its key; not yet in `history`.
+    pending: Option<(StepKey, Vec<Vec<f32>>)>,
 }
+
+/// Which optimiser step a training batch belongs to: `(epoch, batch position in the epoch)`.
+/// The batches of one step on several replicas share it.
+pub type StepKey = (usize, usize);
 
 impl GroupLabeler {
     /// A labeler with an empty history. `window` below 1 is taken as 1.
     pub fn new(method: LabelMethod, window: usize) -> Self {
-        Self { method, window: window.max(1), history: VecDeque::new() }
+        Self { method, window: window.max(1), history: VecDeque::new(), pending: None }
     }
 
     /// The label method.
@@ -67,6 +79,7 @@ impl GroupLabeler {
     /// - `probs`: `[batch, K]`, rows summing to 1 (detached here)
     /// - output: `[batch]` group indices
     pub fn labels<B: Backend>(&mut self, probs: Tensor<B, 2>) -> Option<Tensor<B, 1, Int>> {
+        self.commit();
         let probs = probs.detach();
         let batch = probs.dims()[0];
         match self.method {
@@ -77,6 +90,69 @@ impl GroupLabeler {
                 let shifted = self_distributed(probs, expected);
                 Some(shifted.argmax(1).reshape([batch]))
             }
+        }
+    }
+
+    /// Labels for one replica's batch of step `step`, the same for any order in which the
+    /// replicas of the step call. E[p] is the mean of the window's last `window − 1` batch
+    /// means before this step and this batch's own mean, as [`labels`](Self::labels) computes
+    /// it on one device; the batch's mean joins the window when a call for another step (or
+    /// [`labels`](Self::labels), [`history`](Self::history)) comes.
+    ///
+    /// # Shapes
+    /// - `probs`: `[batch, K]`, rows summing to 1 (detached here)
+    /// - output: `[batch]` group indices
+    pub fn labels_for_step<B: Backend>(
+        &mut self,
+        step: StepKey,
+        probs: Tensor<B, 2>,
+    ) -> Option<Tensor<B, 1, Int>> {
+        if self.method != LabelMethod::SelfDistributed {
+            return self.labels(probs);
+        }
+        if self.pending.as_ref().is_some_and(|(key, _)| *key != step) {
+            self.commit();
+        }
+        let probs = probs.detach();
+        let [batch, k] = probs.dims();
+        let device = probs.device();
+        let mean: Vec<f32> = probs.clone().mean_dim(0).into_data().iter::<f32>().collect();
+        // A window of another K says nothing about these groups (`push` drops it).
+        let earlier = if self.history.back().is_some_and(|last| last.len() == k) {
+            self.history.len().min(self.window - 1)
+        } else {
+            0
+        };
+        let rows = self.history.iter().skip(self.history.len() - earlier).chain([&mean]);
+        let expected = mean_of(rows, k);
+        self.pending.get_or_insert_with(|| (step, Vec::new())).1.push(mean);
+        let expected = Tensor::from_data(TensorData::new(expected, [k]), &device);
+        Some(self_distributed(probs, expected).argmax(1).reshape([batch]))
+    }
+
+    /// Moves the pending step's batch means into the window, in ascending order of their
+    /// values, so the window does not depend on which replica finished first.
+    fn commit(&mut self) {
+        let Some((_, mut rows)) = self.pending.take() else {
+            return;
+        };
+        rows.sort_by(|a, b| {
+            let mut order = a.iter().zip(b).map(|(x, y)| x.total_cmp(y));
+            order.find(|o| o.is_ne()).unwrap_or(std::cmp::Ordering::Equal)
+        });
+        for mean in rows {
+            self.push(mean);
+        }
+    }
+
+    fn push(&mut self, mean: Vec<f32>) {
+        if self.history.back().is_some_and(|last| last.len() != mean.len()) {
+            // A different number of groups: the old window says nothing about these groups.
+            self.history.clear();
+        }
+        self.history.push_back(mean);
+        while self.history.len() > self.window {
+            self.history.pop_front();
         }
     }
 
@@ -101,43 +177,48 @@ impl GroupLabeler {
 
     /// Pushes this batch's mean probabilities and returns the current estimate of E[p], `[K]`.
     pub fn update<B: Backend>(&mut self, probs: Tensor<B, 2>) -> Tensor<B, 1> {
+        self.commit();
         let device = probs.device();
         let mean: Vec<f32> = probs.detach().mean_dim(0).into_data().iter::<f32>().collect();
-        if self.history.back().is_some_and(|last| last.len() != mean.len()) {
-            // A different number of groups: the old window says nothing about these groups.
-            self.history.clear();
-        }
-        self.history.push_back(mean);
-        while self.history.len() > self.window {
-            self.history.pop_front();
-        }
+        self.push(mean);
         self.expected(&device).expect("history holds the batch just pushed")
     }
 
     /// The current estimate of E[p], or `None` before the first batch.
+    /// A finished step's batch means count (validation and checkpoints come between steps).
     pub fn expected<B: Backend>(&self, device: &B::Device) -> Option<Tensor<B, 1>> {
-        let k = self.history.front()?.len();
-        let mut sum = vec![0.0f64; k];
-        for row in &self.history {
-            for (s, v) in sum.iter_mut().zip(row) {
-                *s += *v as f64;
-            }
-        }
-        let n = self.history.len() as f64;
-        let mean: Vec<f32> = sum.iter().map(|s| (s / n) as f32).collect();
+        let history = self.history();
+        let k = history.first()?.len();
+        let mean = mean_of(history.iter(), k);
         Some(Tensor::from_data(TensorData::new(mean, [k]), device))
     }
 
-    /// The window's batch means, oldest first, for checkpoints.
+    /// The window's batch means, oldest first, for checkpoints; those of the last step count.
     pub fn history(&self) -> Vec<Vec<f32>> {
-        self.history.iter().cloned().collect()
+        let mut settled = self.clone();
+        settled.commit();
+        settled.history.into_iter().collect()
     }
 
     /// Restores the window from [`history`](Self::history), keeping the newest `window` rows.
     pub fn restore(&mut self, history: &[Vec<f32>]) {
         let skip = history.len().saturating_sub(self.window);
         self.history = history[skip..].iter().cloned().collect();
+        self.pending = None;
     }
+}
+
+/// The element-wise mean of `rows` (each of length `k`), summed in `f64` in the given order.
+fn mean_of<'a>(rows: impl Iterator<Item = &'a Vec<f32>>, k: usize) -> Vec<f32> {
+    let mut sum = vec![0.0f64; k];
+    let mut n = 0usize;
+    for row in rows {
+        for (s, v) in sum.iter_mut().zip(row) {
+            *s += *v as f64;
+        }
+        n += 1;
+    }
+    sum.iter().map(|s| (s / n as f64) as f32).collect()
 }
 
 /// `p̃ = (1/K)·(p − E[p]) + 1/K`, row by row.
@@ -168,5 +249,94 @@ impl fmt::Debug for GroupLabeler {
 impl fmt::Display for GroupLabeler {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} (window {})", self.method, self.window)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+
+    fn batch(rows: &[[f32; 3]]) -> Tensor<Flex, 2> {
+        let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+        Tensor::from_data(TensorData::new(flat, [rows.len(), 3]), &Default::default())
+    }
+
+    fn ints(t: Option<Tensor<Flex, 1, Int>>) -> Vec<i64> {
+        t.expect("self-distributed labels").into_data().iter::<i64>().collect()
+    }
+
+    /// Eight batches of K = 3 whose means differ, some rows ties of others.
+    fn batches() -> Vec<Tensor<Flex, 2>> {
+        (0..8)
+            .map(|i| {
+                let a = 0.1 + 0.07 * i as f32;
+                let b = 0.6 - 0.05 * i as f32;
+                batch(&[[a, b, 1.0 - a - b], [b, 0.25, 0.75 - b], [0.3, 0.3, 0.4]])
+            })
+            .collect()
+    }
+
+    #[test]
+    fn one_replica_per_step_labels_exactly_as_labels_does() {
+        // On one device `labels_for_step` is `labels` with the window's update deferred to the
+        // next step: the same labels, and the same window bit for bit, after every batch.
+        let mut direct = GroupLabeler::new(LabelMethod::SelfDistributed, 3);
+        let mut stepped = direct.clone();
+        for (i, b) in batches().into_iter().enumerate() {
+            let want = ints(direct.labels(b.clone()));
+            let got = ints(stepped.labels_for_step((1, i), b));
+            assert_eq!(got, want, "batch {i}");
+            assert_eq!(stepped.history(), direct.history(), "window after batch {i}");
+        }
+    }
+
+    #[test]
+    fn replicas_of_a_step_label_alike_in_any_order() {
+        // Two replicas per step, their calls in one order and then in the other: with a shared
+        // window that each call updated at once, the second caller of a step would see the
+        // first one's batch, so labels and window would depend on which thread finished first.
+        let all = batches();
+        let run = |swap: bool| {
+            let mut labeler = GroupLabeler::new(LabelMethod::SelfDistributed, 3);
+            let mut labels = Vec::new();
+            for (step, pair) in all.chunks(2).enumerate() {
+                let order: Vec<usize> = if swap { vec![1, 0] } else { vec![0, 1] };
+                let mut of_step = vec![Vec::new(); 2];
+                for r in order {
+                    of_step[r] = ints(labeler.labels_for_step((2, step), pair[r].clone()));
+                }
+                labels.push(of_step);
+            }
+            (labels, labeler.history())
+        };
+        let (a, b) = (run(false), run(true));
+        assert_eq!(a, b);
+        // The window holds the last 3 batch means: one of step 2 and both of step 3.
+        assert_eq!(a.1.len(), 3);
+    }
+
+    #[test]
+    fn a_step_labels_with_earlier_steps_and_its_own_batch() {
+        // Window 3, K = 3. Step 0 has replica means m0 = (0.5, 0.3, 0.2) and
+        // m1 = (0.1, 0.6, 0.3); they join the window in ascending order: [m1, m0].
+        // Step 1, a replica with p = (0.2, 0.55, 0.25) (its mean, one row):
+        // E = (m1 + m0 + p) / 3 = (0.8, 1.45, 0.75) / 3 = (0.2667, 0.4833, 0.25);
+        // p − E = (−0.0667, 0.0667, 0): group 1.
+        // Had E also counted the step's other replica q = (0.05, 0.9, 0.05), 4 means:
+        // E = (0.85, 2.35, 0.8) / 4 = (0.2125, 0.5875, 0.2), p − E = (−0.0125, −0.0375, 0.05):
+        // group 2. The step's own label must not depend on q, whichever came first.
+        let mut labeler = GroupLabeler::new(LabelMethod::SelfDistributed, 3);
+        let _ = labeler.labels_for_step((1, 0), batch(&[[0.5, 0.3, 0.2]]));
+        let _ = labeler.labels_for_step((1, 0), batch(&[[0.1, 0.6, 0.3]]));
+        let _ = labeler.labels_for_step((1, 1), batch(&[[0.05, 0.9, 0.05]]));
+        let label = ints(labeler.labels_for_step((1, 1), batch(&[[0.2, 0.55, 0.25]])));
+        assert_eq!(label, vec![1]);
+        // The window's last 3 means, step 1's in ascending order: [m0, p, q].
+        let history = labeler.history();
+        assert_eq!(history.len(), 3);
+        assert_eq!(history[0], vec![0.5, 0.3, 0.2]);
+        assert_eq!(history[1], vec![0.05, 0.9, 0.05]);
+        assert_eq!(history[2], vec![0.2, 0.55, 0.25]);
     }
 }

@@ -236,6 +236,9 @@ impl Metric for GroupFaceMetric {
             }
             GroupFaceQuantity::VerificationAccuracy => unreachable!("handled above"),
         };
+        // A loss of exactly 0 comes out of the negated log-likelihood as −0.0, which the
+        // summary would print as "-0.000e0"; adding +0.0 turns it into 0 and changes nothing else.
+        let value = value + 0.0;
         // Weight 1 per batch, as burn-train's LossMetric does, so the losses average alike.
         self.state.update(value, 1, FormatOptions::new(self.name()).precision(3))
     }
@@ -261,11 +264,15 @@ impl<B: Backend> TrainModel<B> {
     /// One step's loss terms and metric inputs. `update_window` is false for validation, which
     /// labels groups with the current E[p] estimate without moving it.
     pub fn step_output(&self, batch: FaceBatch<B>, update_window: bool) -> StepOutput<B> {
+        let step = batch.step;
         let output = self.model.forward(batch.images);
         let group_labels = output.groups.as_ref().and_then(|groups| {
             let mut labeler = self.labeler.lock().expect("labeler lock");
             if update_window {
-                labeler.labels(groups.probs.clone())
+                match step {
+                    Some(step) => labeler.labels_for_step(step, groups.probs.clone()),
+                    None => labeler.labels(groups.probs.clone()),
+                }
             } else {
                 labeler.peek_labels(groups.probs.clone())
             }
@@ -427,5 +434,36 @@ impl MetricLogger for ResumedMetricLogger {
 
     fn log_epoch_summary(&mut self, summary: EpochSummary) {
         self.inner.log_epoch_summary(summary);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::data::dataloader::Progress;
+
+    #[test]
+    fn a_loss_of_exactly_zero_is_logged_as_positive_zero() {
+        // The negated mean log-likelihood of a one-hot prediction is −0.0.
+        let metadata = MetricMetadata {
+            progress: Progress::new(1, 1),
+            global_progress: Progress::new(1, 1),
+            iteration: Some(1),
+            lr: None,
+        };
+        let input = GroupFaceMetricInput {
+            classification: 1.5,
+            grouping: -0.0,
+            counts: vec![],
+            batch: 4,
+            verification: None,
+        };
+        let mut metric = GroupFaceMetric::new(GroupFaceQuantity::GroupingLoss);
+        metric.update(&input, &metadata);
+        let value = metric.value().current();
+        assert!(value == 0.0 && value.is_sign_positive(), "{value:?}");
+        let mut metric = GroupFaceMetric::new(GroupFaceQuantity::ClassificationLoss);
+        metric.update(&input, &metadata);
+        assert_eq!(metric.value().current(), 1.5);
     }
 }

@@ -56,6 +56,7 @@ fn train_writes_the_run_and_eval_reproduces_its_report() {
         mode: None,
         batch: 16,
         pictures: None,
+        folds: 10,
     };
     let again = evaluate_run(backend(), 0, job).expect("evaluation runs");
     assert_eq!(again.plain.verification.accuracy, report.plain.verification.accuracy);
@@ -79,6 +80,7 @@ fn train_writes_the_run_and_eval_reproduces_its_report() {
         mode: None,
         batch: 16,
         pictures: None,
+        folds: 10,
     };
     let ijb_report = evaluate_run(backend(), 0, job).expect("IJB evaluation runs");
     assert_eq!((ijb_report.plain.positives, ijb_report.plain.negatives), (3, 12));
@@ -91,6 +93,7 @@ fn train_writes_the_run_and_eval_reproduces_its_report() {
         mode: None,
         batch: 16,
         pictures: None,
+        folds: 10,
     };
     let from_export = evaluate_run(backend(), 0, job).expect("the export evaluates");
     assert_eq!(from_export.plain.roc, ijb_report.plain.roc);
@@ -102,6 +105,7 @@ fn train_writes_the_run_and_eval_reproduces_its_report() {
         mode: None,
         batch: 16,
         pictures: None,
+        folds: 10,
     };
     let err = evaluate_run(backend(), 0, job).unwrap_err();
     assert!(err.contains("not a run"), "{err}");
@@ -146,6 +150,7 @@ fn train_writes_the_run_and_eval_reproduces_its_report() {
         },
         &list,
         None,
+        10,
         Default::default(),
     )
     .unwrap();
@@ -156,11 +161,37 @@ fn train_writes_the_run_and_eval_reproduces_its_report() {
         mode: None,
         batch: 16,
         pictures: None,
+        folds: 10,
     };
     let from_model = evaluate_run(backend(), 0, job).expect("folder evaluation runs");
     assert_eq!((from_files.positives, from_files.negatives), (9, 27));
     assert_eq!(from_files.verification, from_model.plain.verification);
     assert_eq!(from_files.roc, from_model.plain.roc);
+    // The report names the model it measured.
+    assert_eq!(from_model.plain.settings["model"], dir.display().to_string());
+    // folds=: 36 pairs in 4 folds of 9; data=synthetic keeps the run's 10 folds.
+    let job = EvalJob {
+        run: dir.clone(),
+        checkpoint: None,
+        data: EvalData::Folder { root: folder.clone(), pairs: None },
+        mode: None,
+        batch: 16,
+        pictures: None,
+        folds: 4,
+    };
+    let four = evaluate_run(backend(), 0, job).expect("4-fold evaluation runs");
+    assert_eq!(four.plain.verification.fold_accuracies.len(), 4);
+    let job = EvalJob {
+        run: dir.clone(),
+        checkpoint: None,
+        data: EvalData::Synthetic,
+        mode: None,
+        batch: 16,
+        pictures: None,
+        folds: 4,
+    };
+    let err = evaluate_run(backend(), 0, job).unwrap_err();
+    assert!(err.contains("folds=4") && err.contains("data=synthetic"), "{err}");
 
     // A missing meta file names the file.
     std::fs::remove_dir_all(ijb.join("meta")).unwrap();
@@ -171,6 +202,7 @@ fn train_writes_the_run_and_eval_reproduces_its_report() {
         mode: None,
         batch: 16,
         pictures: None,
+        folds: 10,
     };
     let err = evaluate_run(backend(), 0, job).unwrap_err();
     assert!(err.contains("ijbc_"), "{err}");
@@ -184,6 +216,7 @@ fn train_writes_the_run_and_eval_reproduces_its_report() {
         mode: None,
         batch: 16,
         pictures: None,
+        folds: 10,
     };
     let err = evaluate_run(backend(), 0, job).unwrap_err();
     assert!(err.contains("model.mpk"), "{err}");

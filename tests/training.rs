@@ -284,6 +284,32 @@ fn two_replicas_take_the_step_of_one_device_on_the_same_global_batch() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[test]
+fn two_replicas_with_self_distributed_labels_repeat_to_the_bit() {
+    // The replicas share one window of E[p]. Each labels its batch with the window of the
+    // earlier steps plus its own batch, and a step's batch means join the window in a fixed
+    // order, so a run does not depend on which replica's thread finishes first. (Before,
+    // each call appended at once, and two runs of the default job with devices=2 ended 1.5
+    // points apart.) Batch 4 on each of 2 replicas: 5 steps an epoch, 2 epochs, so later
+    // steps label with a window that earlier steps filled. Whether the threads ever finish in
+    // another order here is up to the scheduler, so this test can only catch a regression
+    // some of the time; `labels::tests` checks both orders of one step deterministically.
+    let dir = temp_dir("replicas-repeat");
+    let config = tiny_config(4).with_batch(4).with_devices(2);
+    assert_eq!(config.labels, LabelMethod::SelfDistributed);
+    let run = |name: &str| {
+        let out = dir.join(name);
+        train(backend(), 0, quiet_run(config.clone(), out.clone())).unwrap();
+        run_tensors(&out)
+    };
+    let (a, b) = (run("a"), run("b"));
+    assert!(a.len() > 10);
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        assert!(x == y, "two runs of devices=2 differ in {name}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A tiny run on a folder or `.rec` of 10 identities × 6 images: 3 identities held out (4
 /// images each), each of the 7 classes keeps 1 image for validation and trains on 5.
 fn disk_config(data: &Path) -> TrainConfig {

@@ -51,8 +51,9 @@ fn synth_config(
 
 fn spec(command: &str) -> Option<Spec> {
     let key = |name, default, accepts, help| Key { name, default, accepts, help };
-    let (about, keys) = match command {
+    let (program, about, keys) = match command {
         "synth" => (
+            "data synth",
             "write synthetic faces: one folder per identity plus attributes.csv",
             vec![
                 key("out", None, "a folder", "where to write"),
@@ -64,6 +65,7 @@ fn spec(command: &str) -> Option<Spec> {
             .collect(),
         ),
         "sheet" => (
+            "data sheet",
             "write a PNG grid of synthetic faces: one row per identity, one column per image",
             vec![
                 key("out", None, "a path ending in .png", "the picture to write"),
@@ -75,6 +77,7 @@ fn spec(command: &str) -> Option<Spec> {
             .collect(),
         ),
         "fake-ijb" => (
+            "data fake-ijb",
             "write a tree in the IJB-B/C layout (meta files and loose crops with landmarks) to \
              try the IJB protocol before the licensed data is at hand; its crops are discs with \
              five dots, not faces",
@@ -90,6 +93,7 @@ fn spec(command: &str) -> Option<Spec> {
             ],
         ),
         "pack" => (
+            "data pack",
             "pack an image folder into insightface RecordIO (FILE.rec and FILE.idx)",
             vec![
                 key("src", None, "an image folder", "one subfolder per identity"),
@@ -102,10 +106,12 @@ fn spec(command: &str) -> Option<Spec> {
             ],
         ),
         "info" => (
+            "data info",
             "decode every image of a folder, a .rec or a .bin and print one JSON object",
             vec![key("path", None, "a folder, a .rec or a .bin", "what to inspect")],
         ),
         "bench" => (
+            "data bench",
             "images/s of synthetic generation, folder decoding and .rec decoding (one thread)",
             vec![
                 key("side", Some("112"), "integer >= 16", "image side"),
@@ -116,7 +122,7 @@ fn spec(command: &str) -> Option<Spec> {
         ),
         _ => return None,
     };
-    Some(Spec { program: "data", about, keys, flags: vec![] })
+    Some(Spec { program, about, keys, flags: vec![] })
 }
 
 fn run(words: Vec<String>) -> Result<(), String> {

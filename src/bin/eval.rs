@@ -44,6 +44,12 @@ fn spec() -> Spec {
                 key("labels", None, "a text file", "one identity per line, row order: every pair"),
                 key("mode", None, "soft|hard", "override the ensemble at inference"),
                 key("batch", Some("64"), "integer > 0", "images per forward pass"),
+                key(
+                    "folds",
+                    Some("10"),
+                    "integer >= 1, at most the pairs (1: no held-out fold)",
+                    "folds of the verification protocol on listed pairs and IJB (insightface: 10)",
+                ),
                 key("out", None, "a folder", "report.json, CSV, Markdown and ROC plot go here"),
                 key(
                     "backend",
@@ -79,6 +85,13 @@ fn checkpoint_keys() -> Vec<Key> {
     keys
 }
 
+fn folds(args: &groupface::cli::Args) -> Result<usize, CliError> {
+    match args.get("folds")? {
+        0 => Err(args.bad("folds", "0")),
+        folds => Ok(folds),
+    }
+}
+
 fn from_embeddings(args: &groupface::cli::Args) -> Result<RunReport, CliError> {
     use groupface::eval::{npy, pairs};
     let path: PathBuf = args.get("embeddings")?;
@@ -86,18 +99,21 @@ fn from_embeddings(args: &groupface::cli::Args) -> Result<RunReport, CliError> {
         return Err(args.bad("model", args.raw("model").unwrap_or("")));
     }
     let matrix = npy::read_matrix(&path).map_err(|e| CliError::Run(e.to_string()))?;
-    let list = match (args.raw("pairs"), args.raw("labels")) {
-        (Some(file), None) => pairs::read_pairs(std::path::Path::new(file), matrix.rows),
-        (None, Some(file)) => pairs::read_labels(std::path::Path::new(file), matrix.rows)
-            .map(|labels| pairs::all_pairs(&labels)),
+    let (list, listed) = match (args.raw("pairs"), args.raw("labels")) {
+        (Some(file), None) => (pairs::read_pairs(std::path::Path::new(file), matrix.rows), file),
+        (None, Some(file)) => (
+            pairs::read_labels(std::path::Path::new(file), matrix.rows)
+                .map(|labels| pairs::all_pairs(&labels)),
+            file,
+        ),
         _ => {
             return Err(CliError::Missing {
                 key: "pairs".into(),
                 accepts: "exactly one of pairs=FILE or labels=FILE with embeddings=".into(),
             })
         }
-    }
-    .map_err(|e| CliError::Run(e.to_string()))?;
+    };
+    let list = list.map_err(|e| CliError::Run(e.to_string()))?;
     let embeddings = Embeddings {
         embedding: HostMatrix { rows: matrix.rows, cols: matrix.cols, data: matrix.data },
         feature: None,
@@ -105,8 +121,10 @@ fn from_embeddings(args: &groupface::cli::Args) -> Result<RunReport, CliError> {
     };
     let mut settings = BTreeMap::new();
     settings.insert("embeddings".into(), path.display().to_string());
+    settings.insert("data".into(), listed.to_string());
     settings.insert("similarity".into(), "plain".into());
-    let plain = pairs_report(&embeddings, &list, None, settings).map_err(CliError::Run)?;
+    let plain =
+        pairs_report(&embeddings, &list, None, folds(args)?, settings).map_err(CliError::Run)?;
     Ok(RunReport { plain, group_aware: None, groups: None })
 }
 
@@ -142,7 +160,8 @@ fn from_model(args: &groupface::cli::Args) -> Result<RunReport, CliError> {
     let mode: Option<GroupMode> = args.get_opt("mode")?;
     let backend = groupface::cli::backend(args)?;
     let pictures: Option<PathBuf> = args.get_opt("out")?;
-    let job = EvalJob { run, checkpoint, data, mode, batch: args.get("batch")?, pictures };
+    let folds = folds(args)?;
+    let job = EvalJob { run, checkpoint, data, mode, batch: args.get("batch")?, pictures, folds };
     evaluate_run(backend, args.get("device")?, job).map_err(CliError::Run)
 }
 

@@ -36,7 +36,8 @@ pub struct FaceItem {
 }
 
 impl FaceItem {
-    fn from_image(image: RgbImage, label: usize, index: usize) -> Self {
+    /// The item of a decoded image, its side taken from the image.
+    pub(crate) fn from_image(image: RgbImage, label: usize, index: usize) -> Self {
         let side = image.width() as usize;
         Self { pixels: image.into_raw(), side, label, index }
     }
@@ -240,6 +241,11 @@ pub struct FaceBatch<B: Backend> {
     pub images: Tensor<B, 4>,
     /// `[batch]` identity labels.
     pub labels: Tensor<B, 1, Int>,
+    /// The optimiser step a training batch belongs to, `(epoch, batch position)`: the
+    /// replicas' batches of one step share it, which keeps the shared group-label window
+    /// independent of their order ([`crate::labels::GroupLabeler::labels_for_step`]).
+    /// `None` outside the training loader.
+    pub step: Option<crate::labels::StepKey>,
 }
 
 /// Turns [`FaceItem`]s into a [`FaceBatch`]: normalisation to [-1, 1] and, for training, a
@@ -293,6 +299,7 @@ impl<B: Backend> Batcher<B, FaceItem, FaceBatch<B>> for FaceBatcher {
         FaceBatch {
             images: Tensor::from_data(TensorData::new(pixels, [batch, 3, side, side]), device),
             labels: Tensor::from_data(TensorData::new(labels, [batch]), device),
+            step: None,
         }
     }
 }

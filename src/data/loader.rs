@@ -253,14 +253,15 @@ impl<B: Backend> Iterator for EpochIter<'_, B> {
             if items.is_empty() {
                 continue;
             }
-            return Some(self.batch(items));
+            return Some(self.batch(items, b));
         }
     }
 }
 
 impl<B: Backend> EpochIter<'_, B> {
     /// `[batch, 3, side, side]` pixels `(x/255 − 0.5)/0.5`, mirrored where [`flipped`] says.
-    fn batch(&self, items: Vec<FaceItem>) -> FaceBatch<B> {
+    /// Batch `position` of the epoch's batches of this loader (or slice).
+    fn batch(&self, items: Vec<FaceItem>, position: usize) -> FaceBatch<B> {
         let loader = self.loader;
         let batch = items.len();
         let side = items[0].side;
@@ -277,6 +278,8 @@ impl<B: Backend> EpochIter<'_, B> {
                 &loader.device,
             ),
             labels: Tensor::from_data(TensorData::new(labels, [batch]), &loader.device),
+            // Slice k's batch i runs beside the other slices' batch i, in one optimiser step.
+            step: Some((self.epoch, position)),
         }
     }
 }

@@ -127,8 +127,7 @@ impl FaceSource {
             Inner::Folder(d) => d.folder().load(index, self.side)?,
             Inner::Record(d) => d.reader().get_image(index, Some(self.side))?,
         };
-        let side = image.width() as usize;
-        Ok(FaceItem { pixels: image.into_raw(), side, label, index })
+        Ok(FaceItem::from_image(image, label, index))
     }
 
     /// Images `items[i].0` with labels `items[i].1`, as a dataset.

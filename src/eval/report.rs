@@ -153,9 +153,17 @@ impl Report {
         entries
     }
 
-    /// The `name` setting, or `evaluation`.
-    fn name(&self) -> &str {
-        self.settings.get("name").map_or("evaluation", String::as_str)
+    /// The title: the `name` setting; else `MODEL on DATA` from the `model` (or `embeddings`)
+    /// and `data` (or `protocol`) settings, or whichever of them there is; else `evaluation`.
+    fn name(&self) -> String {
+        let get = |key: &str| self.settings.get(key).map(String::as_str);
+        let model = get("model").or(get("embeddings"));
+        match (get("name"), model, get("data").or(get("protocol"))) {
+            (Some(name), _, _) => name.into(),
+            (None, Some(model), Some(data)) => format!("{model} on {data}"),
+            (None, Some(one), None) | (None, None, Some(one)) => one.into(),
+            (None, None, None) => "evaluation".into(),
+        }
     }
 
     /// Every number as `(metric, value)` rows, in a fixed order: the CSV's content.
@@ -225,7 +233,7 @@ impl Report {
 
     /// `report.md`: the headline numbers as Markdown tables.
     pub fn markdown(&self) -> String {
-        let mut md = format!("# Evaluation: {}\n\n", md_cell(self.name()));
+        let mut md = format!("# Evaluation: {}\n\n", md_cell(&self.name()));
         if !self.settings.is_empty() {
             md.push_str("| setting | value |\n|---|---|\n");
             for (k, v) in &self.settings {
@@ -234,7 +242,9 @@ impl Report {
             md.push('\n');
         }
         let v = &self.verification;
-        let _ = writeln!(md, "## Verification ({} folds)\n", v.fold_accuracies.len());
+        let folds = v.fold_accuracies.len();
+        let unit = if folds == 1 { "fold" } else { "folds" };
+        let _ = writeln!(md, "## Verification ({folds} {unit})\n");
         md.push_str("| metric | value |\n|---|---|\n");
         let _ = writeln!(md, "| accuracy | {:.4} % ± {:.4} % |", 100.0 * v.accuracy, 100.0 * v.std);
         if let (Some(target), Some(val), Some(std), Some(far)) =
@@ -374,6 +384,20 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .into();
         Report::new(v, &roc, Some(&r1), settings)
+    }
+
+    #[test]
+    fn the_title_names_the_model_and_the_data_without_a_name() {
+        let mut r = sample();
+        r.settings.remove("name");
+        assert!(r.markdown().starts_with("# Evaluation: evaluation\n"));
+        r.settings.insert("protocol".into(), "listed pairs".into());
+        assert!(r.markdown().starts_with("# Evaluation: listed pairs\n"));
+        r.settings.insert("model".into(), "runs/r100.pth".into());
+        r.settings.insert("data".into(), "lfw.bin".into());
+        assert!(r.markdown().starts_with("# Evaluation: runs/r100.pth on lfw.bin\n"));
+        r.settings.insert("name".into(), "mine".into());
+        assert!(r.markdown().starts_with("# Evaluation: mine\n"));
     }
 
     #[test]

@@ -298,6 +298,17 @@ pub fn evaluate_embeddings<T: Copy + Into<f64>>(
     dim: usize,
     issame: &[bool],
 ) -> Result<VerificationResult> {
+    evaluate_embeddings_with(a, b, dim, issame, &Options::default())
+}
+
+/// [`evaluate_embeddings`] with explicit [`Options`].
+pub fn evaluate_embeddings_with<T: Copy + Into<f64>>(
+    a: &[T],
+    b: &[T],
+    dim: usize,
+    issame: &[bool],
+    options: &Options,
+) -> Result<VerificationResult> {
     let rows = |data: &[T], name: &str| -> Result<Matrix<T>> {
         if dim == 0 || data.len() != dim * issame.len() {
             return Err(EvalError::invalid(
@@ -313,7 +324,7 @@ pub fn evaluate_embeddings<T: Copy + Into<f64>>(
             origin: format!("embeddings {name}"),
         })
     };
-    evaluate(&rows(a, "a")?, &rows(b, "b")?, issame)
+    evaluate_with(&rows(a, "a")?, &rows(b, "b")?, issame, options)
 }
 
 /// The protocol on precomputed squared distances (smaller = more alike), insightface's
