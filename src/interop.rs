@@ -400,8 +400,35 @@ pub fn export_safetensors<B: Backend>(
     let metadata: HashMap<String, String> =
         [("format".to_string(), "pt".to_string()), ("groupface_config".to_string(), config_json)]
             .into();
-    let bytes =
+    let mut bytes =
         safetensors::serialize(views, Some(metadata)).map_err(|e| write_error(e.to_string()))?;
+    sort_header(&mut bytes).map_err(write_error)?;
     crate::train::write_atomically(path, &bytes).map_err(write_error)?;
     Ok(tensors.len())
+}
+
+/// Rewrites a safetensors file's JSON header with its keys sorted, in place.
+///
+/// safetensors serialises the metadata from a `HashMap`, whose order changes from one process
+/// to the next, so two exports of the same weights would differ in their bytes and `cmp` could
+/// not tell that two runs ended with the same model. The same JSON with sorted keys (serde_json's
+/// map is ordered) has the same length; the header keeps its length and its space padding, so
+/// the data offsets stay valid.
+fn sort_header(bytes: &mut [u8]) -> Result<(), String> {
+    let bad = |what: &str| format!("safetensors header: {what}");
+    let length: [u8; 8] = bytes.get(..8).and_then(|b| b.try_into().ok()).ok_or(bad("too short"))?;
+    let end = usize::try_from(u64::from_le_bytes(length))
+        .ok()
+        .and_then(|n| n.checked_add(8))
+        .filter(|&end| end <= bytes.len())
+        .ok_or(bad("length past the end"))?;
+    let header: serde_json::Value =
+        serde_json::from_slice(&bytes[8..end]).map_err(|e| bad(&e.to_string()))?;
+    let sorted = serde_json::to_vec(&header).map_err(|e| bad(&e.to_string()))?;
+    if 8 + sorted.len() > end {
+        return Err(bad("sorted header longer than the original"));
+    }
+    bytes[8..8 + sorted.len()].copy_from_slice(&sorted);
+    bytes[8 + sorted.len()..end].fill(b' ');
+    Ok(())
 }
