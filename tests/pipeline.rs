@@ -12,6 +12,15 @@ use groupface::model::{Combine, GroupMode};
 use groupface::similarity::SimilarityKind;
 use groupface::train::train;
 
+/// An evaluation at batch 16 with insightface's 10 folds and no pictures.
+fn eval_job(
+    run: std::path::PathBuf,
+    checkpoint: Option<groupface::model::GroupFaceConfig>,
+    data: EvalData,
+) -> EvalJob {
+    EvalJob { run, checkpoint, data, mode: None, batch: 16, pictures: None, folds: 10 }
+}
+
 #[test]
 fn train_writes_the_run_and_eval_reproduces_its_report() {
     let dir = temp_dir("pipeline-train");
@@ -49,15 +58,7 @@ fn train_writes_the_run_and_eval_reproduces_its_report() {
     assert!(lr(lines[2]) < lr(lines[1]) && lr(lines[2]) > 0.0, "{csv}");
 
     // The saved model, evaluated again, gives the same report.
-    let job = EvalJob {
-        run: dir.clone(),
-        checkpoint: None,
-        data: EvalData::Synthetic,
-        mode: None,
-        batch: 16,
-        pictures: None,
-        folds: 10,
-    };
+    let job = eval_job(dir.clone(), None, EvalData::Synthetic);
     let again = evaluate_run(backend(), 0, job).expect("evaluation runs");
     assert_eq!(again.plain.verification.accuracy, report.plain.verification.accuracy);
     assert_eq!(again.plain.tar_at_far, report.plain.tar_at_far);
@@ -73,40 +74,21 @@ fn train_writes_the_run_and_eval_reproduces_its_report() {
     use groupface::analysis::ijb::{write_fake_ijb, FakeIjbSpec, Ijb};
     let ijb = dir.join("ijb");
     write_fake_ijb(&ijb, &FakeIjbSpec::uniform(Ijb::C, 3, 2, 2, 2)).unwrap();
-    let job = EvalJob {
-        run: dir.clone(),
-        checkpoint: None,
-        data: EvalData::Ijb { root: ijb.clone(), which: Ijb::C },
-        mode: None,
-        batch: 16,
-        pictures: None,
-        folds: 10,
-    };
+    let job = eval_job(dir.clone(), None, EvalData::Ijb { root: ijb.clone(), which: Ijb::C });
     let ijb_report = evaluate_run(backend(), 0, job).expect("IJB evaluation runs");
     assert_eq!((ijb_report.plain.positives, ijb_report.plain.negatives), (3, 12));
     assert!(ijb_report.group_aware.is_some());
     // The run's PyTorch export, evaluated as a checkpoint, gives the same scores.
-    let job = EvalJob {
-        run: dir.join("model.safetensors"),
-        checkpoint: Some(tiny_config(4).model),
-        data: EvalData::Ijb { root: ijb.clone(), which: Ijb::C },
-        mode: None,
-        batch: 16,
-        pictures: None,
-        folds: 10,
-    };
+    let job = eval_job(
+        dir.join("model.safetensors"),
+        Some(tiny_config(4).model),
+        EvalData::Ijb { root: ijb.clone(), which: Ijb::C },
+    );
     let from_export = evaluate_run(backend(), 0, job).expect("the export evaluates");
     assert_eq!(from_export.plain.roc, ijb_report.plain.roc);
     // A checkpoint has no held-out identities of its own.
-    let job = EvalJob {
-        run: dir.join("model.safetensors"),
-        checkpoint: Some(tiny_config(4).model),
-        data: EvalData::Synthetic,
-        mode: None,
-        batch: 16,
-        pictures: None,
-        folds: 10,
-    };
+    let job =
+        eval_job(dir.join("model.safetensors"), Some(tiny_config(4).model), EvalData::Synthetic);
     let err = evaluate_run(backend(), 0, job).unwrap_err();
     assert!(err.contains("not a run"), "{err}");
     // `embed` on an image folder (3 identities x 3 synthetic faces, written as PNG) writes
@@ -154,15 +136,7 @@ fn train_writes_the_run_and_eval_reproduces_its_report() {
         Default::default(),
     )
     .unwrap();
-    let job = EvalJob {
-        run: dir.clone(),
-        checkpoint: None,
-        data: EvalData::Folder { root: folder.clone(), pairs: None },
-        mode: None,
-        batch: 16,
-        pictures: None,
-        folds: 10,
-    };
+    let job = eval_job(dir.clone(), None, EvalData::Folder { root: folder.clone(), pairs: None });
     let from_model = evaluate_run(backend(), 0, job).expect("folder evaluation runs");
     assert_eq!((from_files.positives, from_files.negatives), (9, 27));
     assert_eq!(from_files.verification, from_model.plain.verification);
@@ -171,53 +145,24 @@ fn train_writes_the_run_and_eval_reproduces_its_report() {
     assert_eq!(from_model.plain.settings["model"], dir.display().to_string());
     // folds=: 36 pairs in 4 folds of 9; data=synthetic keeps the run's 10 folds.
     let job = EvalJob {
-        run: dir.clone(),
-        checkpoint: None,
-        data: EvalData::Folder { root: folder.clone(), pairs: None },
-        mode: None,
-        batch: 16,
-        pictures: None,
         folds: 4,
+        ..eval_job(dir.clone(), None, EvalData::Folder { root: folder.clone(), pairs: None })
     };
     let four = evaluate_run(backend(), 0, job).expect("4-fold evaluation runs");
     assert_eq!(four.plain.verification.fold_accuracies.len(), 4);
-    let job = EvalJob {
-        run: dir.clone(),
-        checkpoint: None,
-        data: EvalData::Synthetic,
-        mode: None,
-        batch: 16,
-        pictures: None,
-        folds: 4,
-    };
+    let job = EvalJob { folds: 4, ..eval_job(dir.clone(), None, EvalData::Synthetic) };
     let err = evaluate_run(backend(), 0, job).unwrap_err();
     assert!(err.contains("folds=4") && err.contains("data=synthetic"), "{err}");
 
     // A missing meta file names the file.
     std::fs::remove_dir_all(ijb.join("meta")).unwrap();
-    let job = EvalJob {
-        run: dir.clone(),
-        checkpoint: None,
-        data: EvalData::Ijb { root: ijb.clone(), which: Ijb::C },
-        mode: None,
-        batch: 16,
-        pictures: None,
-        folds: 10,
-    };
+    let job = eval_job(dir.clone(), None, EvalData::Ijb { root: ijb.clone(), which: Ijb::C });
     let err = evaluate_run(backend(), 0, job).unwrap_err();
     assert!(err.contains("ijbc_"), "{err}");
 
     // A model directory without a model is a clear error.
     std::fs::remove_file(dir.join("model.mpk")).unwrap();
-    let job = EvalJob {
-        run: dir.clone(),
-        checkpoint: None,
-        data: EvalData::Synthetic,
-        mode: None,
-        batch: 16,
-        pictures: None,
-        folds: 10,
-    };
+    let job = eval_job(dir.clone(), None, EvalData::Synthetic);
     let err = evaluate_run(backend(), 0, job).unwrap_err();
     assert!(err.contains("model.mpk"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
