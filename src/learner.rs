@@ -302,6 +302,7 @@ impl<B: AutodiffBackend> TrainStep for TrainModel<B> {
     type Output = StepOutput<B>;
 
     fn step(&self, batch: FaceBatch<B>) -> TrainOutput<StepOutput<B>> {
+        let position = batch.step;
         let output = self.step_output(batch, true);
         // One read of three scalars per step; the metrics read them anyway.
         let [total, l1, l2] = Transaction::default()
@@ -312,7 +313,7 @@ impl<B: AutodiffBackend> TrainStep for TrainModel<B> {
             .try_into()
             .expect("three tensors registered");
         let scalar = |d: burn::tensor::TensorData| d.iter::<f32>().next().unwrap_or(f32::NAN);
-        if !self.guard.check([scalar(total), scalar(l1), scalar(l2)]) {
+        if !self.guard.check([scalar(total), scalar(l1), scalar(l2)], position) {
             // No gradients: the optimiser leaves every weight as it was, and the Learner
             // stops before the epoch's checkpoint.
             return TrainOutput { grads: GradientsParams::new(), item: output };

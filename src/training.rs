@@ -199,10 +199,16 @@ impl StepGuard {
     /// Counts the step and checks its loss terms `[total, L1, L2]`. On the first non-finite
     /// value it records where, stops the Learner, and returns false: the caller must not
     /// apply this step's gradients. It also returns false for every step after
-    /// [`StepGuard::stop`].
-    pub fn check(&self, values: [f32; 3]) -> bool {
-        // Replica steps of one optimiser step share its number.
-        let step = self.steps.fetch_add(1, Ordering::SeqCst) / self.replicas + 1;
+    /// [`StepGuard::stop`]. `batch` is the batch's `(epoch, position)` when the loader knows
+    /// it ([`crate::data::dataset::FaceBatch::step`]).
+    pub fn check(&self, values: [f32; 3], batch: Option<crate::labels::StepKey>) -> bool {
+        // Replica steps of one optimiser step share its number. The count assumes every step
+        // has all replicas, which fails after an epoch whose device slices end with different
+        // numbers of batches; the batch's own position does not.
+        let counted = self.steps.fetch_add(1, Ordering::SeqCst) / self.replicas + 1;
+        let step = batch.map_or(counted, |(epoch, position)| {
+            epoch.saturating_sub(1) * self.per_epoch + position + 1
+        });
         if self.stop_reason().is_some() {
             return false;
         }
@@ -289,4 +295,26 @@ pub fn clip_grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
         module.visit(&mut Scale { grads, factor });
     }
     norm
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_non_finite_loss_is_placed_by_its_batch() {
+        // 3 steps an epoch, 2 replicas. Batch position 1 of epoch 2 is step (2 − 1)·3 + 1 + 1
+        // = 5, whatever the count of earlier calls says: here one call, which alone would
+        // make it step 1.
+        let guard = StepGuard::new(3, 0, 0.0, 2, Interrupter::new());
+        assert!(!guard.check([f32::NAN, 1.0, f32::NAN], Some((2, 1))));
+        let failure = guard.failure().expect("recorded");
+        assert_eq!((failure.step, failure.epoch, failure.batch), (5, 2, 2));
+        assert_eq!(failure.term, "L2 (self-grouping)");
+        // Without a position the count decides: calls 0 and 1 are step 1 with 2 replicas.
+        let guard = StepGuard::new(3, 0, 0.0, 2, Interrupter::new());
+        assert!(guard.check([1.0, 1.0, 0.0], None));
+        assert!(!guard.check([f32::INFINITY, f32::INFINITY, 0.0], None));
+        assert_eq!(guard.failure().map(|f| f.step), Some(1));
+    }
 }
