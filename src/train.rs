@@ -228,11 +228,26 @@ impl TrainConfig {
         Ok(())
     }
 
+    /// Training images each replica takes in an epoch of `train_images`: an equal share for
+    /// each of the `nodes * devices` replicas (rounded down, so that every optimiser step has
+    /// a batch of the same size on every replica), less one where the share would end in a
+    /// batch of one image. BatchNorm has no variance over one image, which is why `batch=1` is
+    /// refused; the left-out positions are the end of each epoch's shuffled order, other
+    /// images every epoch.
+    pub fn images_per_replica(&self, train_images: usize) -> usize {
+        let share = train_images / (self.nodes.max(1) * self.devices.max(1));
+        if share > 1 && share % self.batch.max(1) == 1 {
+            share - 1
+        } else {
+            share
+        }
+    }
+
     /// Optimiser steps per epoch over `train_images` images: one per global batch of
-    /// `nodes * devices * batch` images. With several nodes each takes `train_images / nodes`
-    /// of them (rounded down, so that all take the same number of steps).
+    /// `nodes * devices * batch` images, over each replica's
+    /// [`images_per_replica`](Self::images_per_replica).
     pub fn steps_per_epoch(&self, train_images: usize) -> usize {
-        (train_images / self.nodes.max(1)).div_ceil(self.batch * self.devices.max(1))
+        self.images_per_replica(train_images).div_ceil(self.batch.max(1))
     }
 
     /// The learning-rate schedule over the run's optimiser steps, for an epoch of
@@ -711,7 +726,9 @@ impl BackendJob for TrainRun {
             )
             .with_epoch_hook(hook)
             .with_missing_hook(on_missing.clone())
-            .shard(rank, config.nodes),
+            .shard(rank, config.nodes)
+            // Burn cuts `devices` slices of equal length out of this.
+            .take(config.devices.max(1) * config.images_per_replica(data.train.len())),
         );
         let valid_loader = Arc::new(
             EpochLoader::<B::InnerBackend>::new(

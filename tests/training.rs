@@ -285,6 +285,28 @@ fn two_replicas_take_the_step_of_one_device_on_the_same_global_batch() {
 }
 
 #[test]
+fn every_replica_takes_an_equal_share_of_an_epoch_and_no_batch_is_one_image() {
+    let config = tiny_config(4).with_batch(8);
+    let two = config.clone().with_devices(2);
+    // 17 images on two devices: 17 / 2 = 8 each (Burn alone would cut 8 and 9, and the 9th
+    // would be a step of one replica); one step of 2 x 8.
+    assert_eq!((two.images_per_replica(17), two.steps_per_epoch(17)), (8, 1));
+    // 18 on two: 9 each, 8 + 1 would end in a batch of one, so 8 each, one step.
+    assert_eq!((two.images_per_replica(18), two.steps_per_epoch(18)), (8, 1));
+    // 20 on two: 10 each, batches 8 + 2, two steps.
+    assert_eq!((two.images_per_replica(20), two.steps_per_epoch(20)), (10, 2));
+    // One device, 17: 8 + 8 + 1 would end in a batch of one; 16 in two steps.
+    assert_eq!((config.images_per_replica(17), config.steps_per_epoch(17)), (16, 2));
+    // 18: 8 + 8 + 2, all kept.
+    assert_eq!((config.images_per_replica(18), config.steps_per_epoch(18)), (18, 3));
+    // Three processes over 20 in batches of 6: 20 / 3 = 6 each, one step.
+    let nodes = config.clone().with_batch(6).with_nodes(3);
+    assert_eq!((nodes.images_per_replica(20), nodes.steps_per_epoch(20)), (6, 1));
+    // A single image is all there is to train on: kept.
+    assert_eq!((config.images_per_replica(1), config.steps_per_epoch(1)), (1, 1));
+}
+
+#[test]
 fn two_replicas_with_self_distributed_labels_repeat_to_the_bit() {
     // The replicas share one window of E[p]. Each labels its batch with the window of the
     // earlier steps plus its own batch, and a step's batch means join the window in a fixed

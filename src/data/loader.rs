@@ -95,6 +95,16 @@ impl<B: Backend> EpochLoader<B> {
         self
     }
 
+    /// Keeps the first `len` positions of this loader's (or shard's) part of each epoch's
+    /// order. Burn's `devices=N` slices are equally long when `len` is a multiple of `N`, so
+    /// every optimiser step then has a batch on every replica: a slice longer than the others
+    /// would end the epoch with a step of its replica alone.
+    pub fn take(mut self, len: usize) -> Self {
+        let end = self.positions.start + len.min(self.positions.len());
+        self.positions = self.positions.start..end;
+        self
+    }
+
     /// Calls `hook(epoch)` when an epoch starts (on the loader or slice that starts at
     /// position 0 only, so once per epoch).
     pub fn with_epoch_hook(mut self, hook: EpochHook) -> Self {
@@ -359,6 +369,29 @@ mod tests {
             let _ = tail.iter().count();
         }
         assert_eq!(*seen.lock().unwrap(), vec![3, 4]);
+    }
+
+    #[test]
+    fn taken_to_a_multiple_of_the_devices_burns_slices_take_equal_steps() {
+        use burn::data::dataloader::split::split_dataloader;
+        // Burn's split of 20 items over 3 devices: 20 / 3 = 6 each and the remainder to the
+        // last, 6, 6, 8. In batches of 6 the last replica has a second batch, of 2, which would
+        // be a step of its own. Taking 18 = 3 * 6 leaves one batch of 6 on every replica.
+        let sizes = |l: Arc<dyn DataLoader<Flex, FaceBatch<Flex>>>| -> Vec<Vec<usize>> {
+            split_dataloader(l, &[Default::default(); 3])
+                .iter()
+                .map(|slice| slice.iter().map(|b| b.labels.dims()[0]).collect())
+                .collect()
+        };
+        assert_eq!(sizes(Arc::new(loader(1, 1))), vec![vec![6], vec![6], vec![6, 2]]);
+        let taken = loader(1, 1).take(18);
+        assert_eq!(taken.num_items(), 18);
+        assert_eq!(taken.order(1), loader(1, 1).order(1)[..18].to_vec());
+        assert_eq!(sizes(Arc::new(taken)), vec![vec![6]; 3]);
+        // Within a shard, `take` counts from the shard's first position.
+        let shard = loader(1, 1).shard(1, 2).take(7);
+        assert_eq!(shard.order(1), loader(1, 1).order(1)[10..17].to_vec());
+        assert_eq!(loader(1, 1).take(50).num_items(), 20);
     }
 
     #[test]
