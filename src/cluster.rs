@@ -24,6 +24,8 @@
 //!   how Burn's in-process `devices=N` splits an epoch;
 //! - after each backward pass the ranks average their gradients (one all-reduce of all of
 //!   them, flattened in the module's order), so every replica takes the same optimiser step;
+//!   with self-distributed labels each rank's batch mean of the group probabilities rides
+//!   along, so every rank's window of E[p] holds the whole global batch, as `devices=N`'s;
 //! - at the end of each epoch they average their BatchNorm running statistics, as Burn's
 //!   in-process replicas do through `RunningState`, so every rank checkpoints the same model.
 
@@ -44,6 +46,7 @@ use burn::train::{
 };
 
 use crate::error::ConfigError;
+use crate::labels::GroupLabeler;
 
 /// How long a rank waits for the others to start and meet (they may start minutes apart).
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(600);
@@ -378,12 +381,20 @@ impl Ring {
 
     // ANCHOR: ring
     /// Replaces `data` by its mean over the ranks, identical to the bit on every rank.
+    pub fn all_reduce_mean(&mut self, data: &mut [f32]) -> Result<(), String> {
+        self.all_reduce_sum(data)?;
+        let n = self.nodes as f32;
+        data.iter_mut().for_each(|v| *v /= n);
+        Ok(())
+    }
+
+    /// Replaces `data` by its sum over the ranks, identical to the bit on every rank.
     ///
     /// Ring all-reduce: in `N - 1` rounds of reduce-scatter each rank sends one of `N` chunks
     /// to the next rank and adds the chunk it receives from the previous, so that rank `r`
     /// ends with the whole sum of chunk `(r + 1) mod N`; in `N - 1` rounds of all-gather the
-    /// sums travel once around the ring. Every rank then divides by `N`.
-    pub fn all_reduce_mean(&mut self, data: &mut [f32]) -> Result<(), String> {
+    /// sums travel once around the ring.
+    pub fn all_reduce_sum(&mut self, data: &mut [f32]) -> Result<(), String> {
         let (n, rank) = (self.nodes, self.rank);
         let len = data.len();
         let bounds = |k: usize| (k * len / n, (k + 1) * len / n);
@@ -440,7 +451,6 @@ impl Ring {
                 }
             }
         }
-        data.iter_mut().for_each(|v| *v /= n as f32);
         self.round += 1;
         Ok(())
     }
@@ -508,13 +518,65 @@ pub struct CollectiveStrategy<B: AutodiffBackend> {
     /// Why this rank stopped because of the others (a rank that stopped, a lost link); read
     /// by the caller once the Learner returns.
     failure: Arc<Mutex<Option<String>>>,
+    /// The model's labeler and its number of groups K, with self-distributed labels: the
+    /// ranks exchange their batch means with the gradients so that every rank's E[p] window
+    /// holds the whole global batch, as the replicas of `devices=N` share theirs.
+    labels: Option<(Arc<Mutex<GroupLabeler>>, usize)>,
 }
 
 impl<B: AutodiffBackend> CollectiveStrategy<B> {
     /// The strategy of `launch.rank` among `nodes` processes, training on `device`;
     /// `fingerprint` identifies the configuration, which must be the same on every rank.
     pub fn new(device: B::Device, nodes: usize, launch: NodeLaunch, fingerprint: u64) -> Self {
-        Self { device, nodes, launch, fingerprint, failure: Arc::new(Mutex::new(None)) }
+        Self {
+            device,
+            nodes,
+            launch,
+            fingerprint,
+            failure: Arc::new(Mutex::new(None)),
+            labels: None,
+        }
+    }
+
+    /// Shares the E[p] window of `labeler` (the trained model's, self-distributed labels over
+    /// `groups` groups) among the ranks.
+    pub fn with_labels(mut self, labeler: Arc<Mutex<GroupLabeler>>, groups: usize) -> Self {
+        self.labels = Some((labeler, groups));
+        self
+    }
+
+    /// This rank's part of the step's label exchange: `nodes` slots of `1 + K` values, a flag
+    /// and a batch mean, zero except at this rank's slot (empty without shared labels).
+    fn label_slots(&self) -> Vec<f32> {
+        let Some((labeler, k)) = &self.labels else {
+            return Vec::new();
+        };
+        let mut slots = vec![0.0; self.nodes * (k + 1)];
+        if let Ok(labeler) = labeler.lock() {
+            // One replica per process: the step's one batch mean.
+            if let [mean] = labeler.step_means() {
+                if mean.len() == *k {
+                    let slot = &mut slots[self.launch.rank * (k + 1)..][..k + 1];
+                    slot[0] = 1.0;
+                    slot[1..].copy_from_slice(mean);
+                }
+            }
+        }
+        slots
+    }
+
+    /// Ends the step of the labeler with every rank's batch mean, from the summed slots of
+    /// [`label_slots`](Self::label_slots). Each slot is one rank's values plus zeros, so it
+    /// arrives unchanged, and every rank settles the same means.
+    fn settle_labels(&self, summed: &[f32]) {
+        let Some((labeler, k)) = &self.labels else {
+            return;
+        };
+        let means =
+            summed.chunks_exact(k + 1).filter(|s| s[0] > 0.5).map(|s| s[1..].to_vec()).collect();
+        if let Ok(mut labeler) = labeler.lock() {
+            labeler.settle(means);
+        }
     }
 
     /// Where the reason this rank stopped because of the others will be, once training
@@ -542,15 +604,18 @@ fn host<B: Backend>(flat: Tensor<B, 1>) -> Result<Vec<f32>, String> {
 /// Averages `grads` of `module`'s trainable parameters over the ranks in one all-reduce
 /// (flattened in the module's visiting order, which every rank shares; parameter ids are
 /// drawn at random per process and cannot order them), with `stop` (this rank wants to
-/// stop) riding along as one more element. A parameter without a gradient on this rank
-/// contributes zeros. Returns the averaged gradients and whether any rank wants to stop.
+/// stop) and `extra` riding along. A parameter without a gradient on this rank contributes
+/// zeros. Returns the averaged gradients, whether any rank wants to stop, and the sum of the
+/// ranks' `extra` (of one length on every rank; where only one rank puts a value and the
+/// others zeros, that value arrives unchanged).
 pub fn all_reduce_gradients<B: AutodiffBackend, M: AutodiffModule<B>>(
     ring: &mut Ring,
     module: &M,
     mut grads: GradientsParams,
     stop: bool,
+    extra: &[f32],
     device: &B::Device,
-) -> Result<(GradientsParams, bool), String> {
+) -> Result<(GradientsParams, bool, Vec<f32>), String> {
     struct Gather<'a, B: AutodiffBackend> {
         grads: &'a mut GradientsParams,
         parts: Vec<Tensor<B::InnerBackend, 1>>,
@@ -594,13 +659,18 @@ pub fn all_reduce_gradients<B: AutodiffBackend, M: AutodiffModule<B>>(
     let mut parts = gather.parts;
     parts.push(Tensor::from_floats([if stop { 1.0 } else { 0.0 }], device));
     let mut flat = host(Tensor::cat(parts, 0))?;
-    ring.all_reduce_mean(&mut flat)?;
-    let any_stop = flat[flat.len() - 1] > 0.0;
     let len = flat.len();
+    flat.extend_from_slice(extra);
+    ring.all_reduce_sum(&mut flat)?;
+    let extra = flat.split_off(len);
+    let any_stop = flat[len - 1] > 0.0;
+    // The mean, as `Ring::all_reduce_mean` computes it.
+    let n = ring.nodes as f32;
+    flat.iter_mut().for_each(|v| *v /= n);
     let flat = Tensor::<B::InnerBackend, 1>::from_data(TensorData::new(flat, [len]), device);
     let mut grads = GradientsParams::new();
     module.visit(&mut Scatter::<B> { grads: &mut grads, flat, offset: 0 });
-    Ok((grads, any_stop))
+    Ok((grads, any_stop, extra))
 }
 
 /// Averages the running statistics (every float tensor of `module` that takes no gradient,
@@ -702,10 +772,14 @@ where
                     &learner.model(),
                     output.grads,
                     wants_stop,
+                    &self.label_slots(),
                     &self.device,
                 ) {
-                    Ok((grads, false)) => learner.optimizer_step(grads),
-                    Ok((_, true)) => {
+                    Ok((grads, false, means)) => {
+                        self.settle_labels(&means);
+                        learner.optimizer_step(grads);
+                    }
+                    Ok((_, true, _)) => {
                         if !wants_stop {
                             let reason = "another rank of the run stopped (its output says why)";
                             self.fail(reason.into());

@@ -130,12 +130,32 @@ impl GroupLabeler {
         Some(self_distributed(probs, expected).argmax(1).reshape([batch]))
     }
 
-    /// Moves the pending step's batch means into the window, in ascending order of their
-    /// values, so the window does not depend on which replica finished first.
+    /// The batch means of the step in progress, which this process's replicas added
+    /// through [`labels_for_step`](Self::labels_for_step) and which are not yet in the window.
+    /// The processes of a multi-process run exchange them and [`settle`](Self::settle) with
+    /// the means of all, so that every process keeps the window of the whole global batch.
+    pub fn step_means(&self) -> &[Vec<f32>] {
+        self.pending.as_ref().map_or(&[], |(_, rows)| rows.as_slice())
+    }
+
+    /// Ends the step in progress with `means` in place of its own batch means: the batch
+    /// means of every replica of the step, in any order (they join the window sorted, as
+    /// in a step of several replicas in one process).
+    pub fn settle(&mut self, means: Vec<Vec<f32>>) {
+        self.pending = None;
+        self.push_sorted(means);
+    }
+
+    /// Moves the pending step's batch means into the window.
     fn commit(&mut self) {
-        let Some((_, mut rows)) = self.pending.take() else {
-            return;
-        };
+        if let Some((_, rows)) = self.pending.take() {
+            self.push_sorted(rows);
+        }
+    }
+
+    /// Pushes `rows` in ascending order of their values, so the window does not depend on
+    /// which replica finished first.
+    fn push_sorted(&mut self, mut rows: Vec<Vec<f32>>) {
         rows.sort_by(|a, b| {
             let mut order = a.iter().zip(b).map(|(x, y)| x.total_cmp(y));
             order.find(|o| o.is_ne()).unwrap_or(std::cmp::Ordering::Equal)
@@ -314,6 +334,32 @@ mod tests {
         assert_eq!(a, b);
         // The window holds the last 3 batch means: one of step 2 and both of step 3.
         assert_eq!(a.1.len(), 3);
+    }
+
+    #[test]
+    fn processes_that_settle_every_mean_keep_the_window_of_replicas_in_one_process() {
+        // Two processes of one replica each (`nodes=2`): each labels its own batch of a step,
+        // then settles with both processes' means, in its own order. Labels and windows must
+        // be those of one labeler that two replicas per step share (`devices=2`).
+        let all = batches();
+        let mut shared = GroupLabeler::new(LabelMethod::SelfDistributed, 3);
+        let mut ranks = [shared.clone(), shared.clone()];
+        for (step, pair) in all.chunks(2).enumerate() {
+            let mut means = Vec::new();
+            for (r, labeler) in ranks.iter_mut().enumerate() {
+                let want = ints(shared.labels_for_step((1, step), pair[r].clone()));
+                let got = ints(labeler.labels_for_step((1, step), pair[r].clone()));
+                assert_eq!(got, want, "step {step}, rank {r}");
+                assert_eq!(labeler.step_means().len(), 1);
+                means.push(labeler.step_means()[0].clone());
+            }
+            ranks[0].settle(means.clone());
+            means.reverse();
+            ranks[1].settle(means);
+            assert!(ranks.iter().all(|l| l.step_means().is_empty()));
+            assert_eq!(ranks[0].history(), shared.history(), "rank 0 after step {step}");
+            assert_eq!(ranks[1].history(), shared.history(), "rank 1 after step {step}");
+        }
     }
 
     #[test]

@@ -750,12 +750,16 @@ impl BackendJob for TrainRun {
                 // Ranks must train the same configuration; `out` is not part of it.
                 let json = serde_json::to_string(&config).map_err(|e| e.to_string())?;
                 let fingerprint = crate::data::rng::fnv1a(json.as_bytes());
-                let strategy = CollectiveStrategy::<B>::new(
+                let mut strategy = CollectiveStrategy::<B>::new(
                     device.clone(),
                     config.nodes,
                     launch.clone(),
                     fingerprint,
                 );
+                let groups = config.model.groups;
+                if config.labels == LabelMethod::SelfDistributed && groups > 0 {
+                    strategy = strategy.with_labels(model.labeler.clone(), groups);
+                }
                 let failure = strategy.failure_slot();
                 (TrainingStrategy::Custom(Arc::new(strategy)), Some(failure))
             }

@@ -19,9 +19,6 @@ fn run_args(out: &Path, extra: &[String]) -> Vec<String> {
     [
         "backbone=tiny",
         "groups=4",
-        // The self-distributed labels' window of E[p] is per process (see the book); naive
-        // labels make the runs comparable step for step.
-        "labels=naive",
         "identities=8",
         "images_per_identity=6",
         "epochs=2",
@@ -176,7 +173,9 @@ fn two_processes_over_loopback_train_like_two_replicas_in_one_process() {
     assert_eq!(gap, 0.0, "the two ranks ended apart, by {gap} in {name}");
 
     // Burn's in-process replicas see the same images (positions [0, 16) and [16, 32) of each
-    // epoch's order) and step on the sum of their gradients, each of a loss scaled by 1/2;
+    // epoch's order), label them with the same window of E[p] (the ranks exchange their
+    // batch means; the replicas share one labeler) and step on the sum of their gradients,
+    // each of a loss scaled by 1/2;
     // the ranks step on the mean of theirs. Halving is exact in floating point and a sum of
     // two is the same in either order, so the trained weights agree to the bit (measured:
     // 0). BatchNorm's running statistics are averaged at every step in one process and at
