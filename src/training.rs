@@ -202,9 +202,9 @@ impl StepGuard {
     /// [`StepGuard::stop`]. `batch` is the batch's `(epoch, position)` when the loader knows
     /// it ([`crate::data::dataset::FaceBatch::step`]).
     pub fn check(&self, values: [f32; 3], batch: Option<crate::labels::StepKey>) -> bool {
-        // Replica steps of one optimiser step share its number. The count assumes every step
-        // has all replicas, which fails after an epoch whose device slices end with different
-        // numbers of batches; the batch's own position does not.
+        // Replica steps of one optimiser step share its number. The batch's own position
+        // places it without assuming how calls arrive; the count of calls is the fallback for
+        // batches that carry no position (a plain `FaceBatcher`).
         let counted = self.steps.fetch_add(1, Ordering::SeqCst) / self.replicas + 1;
         let step = batch.map_or(counted, |(epoch, position)| {
             epoch.saturating_sub(1) * self.per_epoch + position + 1
