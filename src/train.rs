@@ -253,6 +253,16 @@ impl TrainConfig {
     /// The learning-rate schedule over the run's optimiser steps, for an epoch of
     /// `train_images` images.
     pub fn schedule(&self, train_images: usize) -> Result<Schedule, ConfigError> {
+        if train_images > 0 && self.images_per_replica(train_images) == 0 {
+            // More replicas than images: name the key that asked for them, not `epochs`.
+            let (key, replicas) =
+                if self.nodes > 1 { ("nodes", self.nodes) } else { ("devices", self.devices) };
+            return Err(ConfigError::new(
+                key,
+                format!("a training image for each replica ({train_images} images)"),
+                replicas.to_string(),
+            ));
+        }
         let per_epoch = self.steps_per_epoch(train_images);
         let spec = ScheduleSpec {
             lr: self.lr,

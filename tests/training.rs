@@ -304,6 +304,14 @@ fn every_replica_takes_an_equal_share_of_an_epoch_and_no_batch_is_one_image() {
     assert_eq!((nodes.images_per_replica(20), nodes.steps_per_epoch(20)), (6, 1));
     // A single image is all there is to train on: kept.
     assert_eq!((config.images_per_replica(1), config.steps_per_epoch(1)), (1, 1));
+    // Fewer images than replicas leaves a replica none: an error naming the replicas' key.
+    let error = config.clone().with_devices(8).schedule(6).unwrap_err().to_string();
+    assert_eq!(
+        error,
+        "invalid `devices`: expected a training image for each replica (6 images), found 8"
+    );
+    let error = nodes.schedule(2).unwrap_err().to_string();
+    assert!(error.starts_with("invalid `nodes`:"), "{error}");
 }
 
 #[test]
