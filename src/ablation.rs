@@ -18,13 +18,16 @@ use crate::backend::BackendKind;
 use crate::data::synth::SynthConfig;
 use crate::error::ConfigError;
 use crate::evaluate::{RunReport, SynthEvalConfig};
-use crate::labels::LabelMethod;
+use crate::labels::{LabelMethod, LabelSpace};
 use crate::loss::{CriterionConfig, MarginSoftmaxConfig};
 use crate::model::{named_enum, Combine, GroupFaceConfig, GroupMode};
 use crate::schedule::ScheduleKind;
 use crate::similarity::SimilarityKind;
 use crate::summary::ModelSummary;
-use crate::train::{train, write_atomically, TrainConfig, TrainRun};
+use crate::train::{
+    config_differences, paper_finetune_lr, read_config, reference_lr, train, write_atomically,
+    TrainConfig, TrainRun,
+};
 
 /// The scale of every run of an ablation (`preset=tiny|small|paper`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -41,6 +44,26 @@ pub enum Preset {
 
 named_enum!(Preset, "tiny|small|paper", Tiny => "tiny", Small => "small", Paper => "paper");
 
+/// How every arm of an ablation is trained (`recipe=scratch|pretrained`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Recipe {
+    /// From random weights at the preset's learning rate.
+    #[default]
+    Scratch,
+    /// The paper's two stages: the seed's baseline network, trained from scratch (the
+    /// pretraining run, shared by every arm), then every arm, the baseline included,
+    /// fine-tuned from its trunk for the same epochs at `finetune_lr`.
+    Pretrained,
+}
+
+named_enum!(Recipe, "scratch|pretrained", Scratch => "scratch", Pretrained => "pretrained");
+
+/// The label space of results written before `label_space` existed: the paper's formula.
+fn earlier_label_space() -> LabelSpace {
+    LabelSpace::Prob
+}
+
 /// One run of the grid: every setting that changes what is trained.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunSetting {
@@ -54,6 +77,17 @@ pub struct RunSetting {
     pub combine: Combine,
     /// Group labels of the self-grouping loss.
     pub labels: LabelMethod,
+    /// Where self-distributed labels take the expectation away (results written before the
+    /// key existed were `prob`).
+    #[serde(default = "earlier_label_space")]
+    pub label_space: LabelSpace,
+    /// Scratch, or fine-tuned from the seed's pretraining run.
+    #[serde(default)]
+    pub recipe: Recipe,
+    /// Training identities, where the grid sweeps them (`identities=` a list); the preset's
+    /// when `None`.
+    #[serde(default)]
+    pub identities: Option<usize>,
     /// Seed of weights, shuffle and flips.
     pub seed: u64,
 }
@@ -61,14 +95,49 @@ pub struct RunSetting {
 impl RunSetting {
     /// A directory name that identifies the run; the baseline has no group settings.
     pub fn id(&self) -> String {
+        let size = self.identities.map_or(String::new(), |n| format!("n{n}-"));
+        let recipe = match self.recipe {
+            Recipe::Scratch => "",
+            Recipe::Pretrained => "-pretrained",
+        };
         if self.groups == 0 {
-            format!("{}-baseline-seed{}", self.backbone, self.seed)
+            format!("{size}{}-baseline{recipe}-seed{}", self.backbone, self.seed)
         } else {
             format!(
-                "{}-groups{}-{}-{}-{}-seed{}",
-                self.backbone, self.groups, self.mode, self.combine, self.labels, self.seed
+                "{size}{}-groups{}-{}-{}-{}{recipe}-seed{}",
+                self.backbone,
+                self.groups,
+                self.mode,
+                self.combine,
+                self.labels_text(),
+                self.seed
             )
         }
+    }
+
+    /// The label method, with the space of self-distributed labels where it is not the
+    /// default (`self-distributed-prob`, `self-distributed-log`).
+    pub fn labels_text(&self) -> String {
+        match (self.labels, self.label_space) {
+            (LabelMethod::SelfDistributed, space) if space != LabelSpace::default() => {
+                format!("{}-{space}", self.labels)
+            }
+            (labels, _) => labels.to_string(),
+        }
+    }
+
+    /// The run this one is fine-tuned from under the pretrained recipe: the seed's baseline,
+    /// trained from scratch; `None` for a scratch run.
+    pub fn pretraining(&self) -> Option<RunSetting> {
+        (self.recipe == Recipe::Pretrained).then(|| RunSetting {
+            groups: 0,
+            mode: GroupMode::Soft,
+            combine: Combine::Sum,
+            labels: LabelMethod::None,
+            label_space: LabelSpace::default(),
+            recipe: Recipe::Scratch,
+            ..self.clone()
+        })
     }
 
     /// The settings without the seed: the row of the summary this run belongs to.
@@ -94,14 +163,22 @@ pub struct Grid {
     pub combines: Vec<Combine>,
     /// Label methods.
     pub labels: Vec<LabelMethod>,
+    /// Spaces of self-distributed labeling (one run each; the other methods ignore it).
+    pub label_spaces: Vec<LabelSpace>,
+    /// Scratch or the two-stage recipe.
+    pub recipe: Recipe,
+    /// Base learning rate of the fine-tuning stage of the pretrained recipe (the paper's
+    /// 0.005 at batch 1,024, scaled to the preset's batch, when `None`).
+    pub finetune_lr: Option<f64>,
     /// Similarities scored at evaluation (no retraining).
     pub similarities: Vec<SimilarityKind>,
     /// Seeds 0..seeds.
     pub seeds: u64,
     /// Epochs of every run (the preset's when `None`).
     pub epochs: Option<usize>,
-    /// Training identities (the preset's when `None`).
-    pub identities: Option<usize>,
+    /// Training identities: the preset's when empty, every run's when one, and one sweep
+    /// point each (a dimension of the grid, named in the run ids) when several.
+    pub identities: Vec<usize>,
     /// Images per training identity (the preset's when `None`).
     pub images_per_identity: Option<usize>,
     /// Held-out evaluation (the preset's when `None`).
@@ -146,37 +223,73 @@ impl Grid {
         let mut groups: Vec<usize> = vec![0];
         groups.extend(self.groups.iter().copied().filter(|&g| g > 0));
         groups.dedup();
+        let sizes: Vec<Option<usize>> = if self.identities.len() > 1 {
+            self.identities.iter().map(|&n| Some(n)).collect()
+        } else {
+            vec![None]
+        };
+        let spaces = if self.label_spaces.is_empty() {
+            vec![LabelSpace::default()]
+        } else {
+            self.label_spaces.clone()
+        };
         let mut runs = Vec::new();
-        for backbone in &self.backbones {
-            for &g in &groups {
-                let variants: Vec<(GroupMode, Combine, LabelMethod)> = if g == 0 {
-                    vec![(GroupMode::Soft, Combine::Sum, LabelMethod::None)]
-                } else {
-                    let mut v = Vec::new();
-                    for &m in &self.modes {
-                        for &c in &self.combines {
-                            for &l in &self.labels {
-                                v.push((m, c, l));
+        for &identities in &sizes {
+            for backbone in &self.backbones {
+                for &g in &groups {
+                    let none = LabelSpace::default();
+                    let variants: Vec<(GroupMode, Combine, LabelMethod, LabelSpace)> = if g == 0 {
+                        vec![(GroupMode::Soft, Combine::Sum, LabelMethod::None, none)]
+                    } else {
+                        let mut v = Vec::new();
+                        for &m in &self.modes {
+                            for &c in &self.combines {
+                                for &l in &self.labels {
+                                    if l == LabelMethod::SelfDistributed {
+                                        v.extend(spaces.iter().map(|&space| (m, c, l, space)));
+                                    } else {
+                                        v.push((m, c, l, none));
+                                    }
+                                }
                             }
                         }
-                    }
-                    v
-                };
-                for (mode, combine, labels) in variants {
-                    for seed in 0..self.seeds {
-                        runs.push(RunSetting {
-                            backbone: backbone.clone(),
-                            groups: g,
-                            mode,
-                            combine,
-                            labels,
-                            seed,
-                        });
+                        v
+                    };
+                    for (mode, combine, labels, label_space) in variants {
+                        for seed in 0..self.seeds {
+                            runs.push(RunSetting {
+                                backbone: backbone.clone(),
+                                groups: g,
+                                mode,
+                                combine,
+                                labels,
+                                label_space,
+                                recipe: self.recipe,
+                                identities,
+                                seed,
+                            });
+                        }
                     }
                 }
             }
         }
         runs
+    }
+
+    /// The training identities of a run: its sweep point, else the grid's preset's.
+    pub fn identities_of(&self, run: &RunSetting) -> usize {
+        self.config(run).map_or(0, |c| c.data.identities)
+    }
+
+    /// The pretraining runs of the grid's runs (none under the scratch recipe), each once.
+    pub fn pretraining_runs(&self) -> Vec<RunSetting> {
+        let mut out: Vec<RunSetting> = Vec::new();
+        for run in self.runs().iter().filter_map(RunSetting::pretraining) {
+            if !out.contains(&run) {
+                out.push(run);
+            }
+        }
+        out
     }
 
     /// The training configuration of one run.
@@ -199,7 +312,7 @@ impl Grid {
                     side: 32,
                     ..SynthConfig::default()
                 };
-                (model, data, 3, 64, 0.1, SynthEvalConfig::new())
+                (model, data, 3, 64, reference_lr(64), SynthEvalConfig::new())
             }
             Preset::Small => {
                 let mut model = GroupFaceConfig::small(run.groups);
@@ -211,7 +324,7 @@ impl Grid {
                     ..SynthConfig::default()
                 };
                 let eval = SynthEvalConfig::new().with_identities(500).with_pairs(6000);
-                (model, data, 10, 128, 0.1, eval)
+                (model, data, 10, 128, reference_lr(128), eval)
             }
             Preset::Paper => {
                 let backbone = match run.backbone.as_str() {
@@ -228,13 +341,13 @@ impl Grid {
                     ..SynthConfig::default()
                 };
                 let eval = SynthEvalConfig::new().with_identities(1000).with_pairs(6000);
-                (model, data, 20, 128, 0.1, eval)
+                (model, data, 20, 128, reference_lr(128), eval)
             }
         };
         model.mode = run.mode;
         model.combine = run.combine;
         let mut data = data;
-        if let Some(n) = self.identities {
+        if let Some(n) = run.identities.or(self.identities.first().copied()) {
             data.identities = n;
         }
         if let Some(n) = self.images_per_identity {
@@ -243,14 +356,26 @@ impl Grid {
         let eval = self.eval.clone().unwrap_or(eval);
         let margin = MarginSoftmaxConfig::new(data.identities, model.output_width());
         let criterion = CriterionConfig::new(margin);
+        let lr = match run.recipe {
+            Recipe::Scratch => lr,
+            Recipe::Pretrained => self.finetune_lr.unwrap_or_else(|| paper_finetune_lr(batch)),
+        };
         let config = TrainConfig::new(model, criterion, data)
             .with_labels(run.labels)
+            .with_label_space(run.label_space)
             .with_epochs(self.epochs.unwrap_or(epochs))
             .with_batch(batch)
             .with_lr(lr)
             .with_schedule(ScheduleKind::Linear)
             .with_seed(run.seed)
             .with_eval(eval);
+        if let Some(rate) = self.finetune_lr.filter(|r| !(r.is_finite() && *r > 0.0)) {
+            return Err(ConfigError::new(
+                "finetune_lr",
+                "a positive learning rate",
+                rate.to_string(),
+            ));
+        }
         config.validate()?;
         Ok(config)
     }
@@ -269,6 +394,10 @@ pub struct RunResult {
     pub params: u64,
     /// Inference GFLOPs of one image.
     pub gflops: f64,
+    /// Share of the most frequent group label G* in the last training epoch (`metrics.csv`'s
+    /// `largest_label_share`); `None` without labels or for results written before it.
+    #[serde(default)]
+    pub label_share: Option<f64>,
 }
 
 /// The FAR columns of the tables: the lowest the tiny preset's 124,750 negative pairs support.
@@ -344,7 +473,23 @@ pub fn run_grid(
     device: usize,
     jobs: usize,
 ) -> Result<Vec<RunResult>, String> {
-    let runs = grid.runs();
+    let pretraining = grid.pretraining_runs();
+    if !pretraining.is_empty() {
+        run_settings(grid, &pretraining, "pretraining", runs_dir, backend, device, jobs)?;
+    }
+    run_settings(grid, &grid.runs(), "run", runs_dir, backend, device, jobs)
+}
+
+/// Runs (or reads back) `runs`, `jobs` at a time; `what` names them in the progress lines.
+fn run_settings(
+    grid: &Grid,
+    runs: &[RunSetting],
+    what: &str,
+    runs_dir: &Path,
+    backend: BackendKind,
+    device: usize,
+    jobs: usize,
+) -> Result<Vec<RunResult>, String> {
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let slots: Vec<Mutex<Option<Result<RunResult, String>>>> =
@@ -358,7 +503,7 @@ pub fn run_grid(
                 }
                 let result = run_one(grid, &runs[i], runs_dir, backend, device);
                 match &result {
-                    Ok((_, line)) => println!("[{}/{}] {line}", i + 1, runs.len()),
+                    Ok((_, line)) => println!("[{what} {}/{}] {line}", i + 1, runs.len()),
                     Err(_) => failed.store(true, Ordering::SeqCst),
                 }
                 *slots[i].lock().expect("result slot") = Some(result.map(|(r, _)| r));
@@ -366,18 +511,44 @@ pub fn run_grid(
         }
     });
     let mut results = Vec::with_capacity(runs.len());
-    for (slot, setting) in slots.into_iter().zip(&runs) {
+    for (slot, setting) in slots.into_iter().zip(runs) {
         match slot.into_inner().expect("result slot") {
             Some(Ok(result)) => results.push(result),
-            Some(Err(e)) => return Err(format!("run {}: {e}", setting.id())),
+            Some(Err(e)) => return Err(format!("{what} {}: {e}", setting.id())),
             // Not started because another run failed; that failure is reported above.
             None => {}
         }
     }
     if results.len() != runs.len() {
-        return Err("a run failed; see above".into());
+        return Err(format!("a {what} failed; see above"));
     }
     Ok(results)
+}
+
+/// The training configuration of `setting` as [`run_grid`] trains it under `runs_dir`: the
+/// grid's, starting from the pretraining run's directory under the pretrained recipe.
+pub fn run_config(
+    grid: &Grid,
+    setting: &RunSetting,
+    runs_dir: &Path,
+) -> Result<TrainConfig, String> {
+    let config = grid.config(setting).map_err(|e| e.to_string())?;
+    Ok(match setting.pretraining() {
+        Some(pre) => config.with_init(Some(runs_dir.join(pre.id()).display().to_string())),
+        None => config,
+    })
+}
+
+/// The last training epoch's `largest_label_share` in a run's `metrics.csv`, if it has one.
+fn last_label_share(dir: &Path) -> Option<f64> {
+    let csv = std::fs::read_to_string(dir.join("metrics.csv")).ok()?;
+    let mut lines = csv.lines();
+    let column = lines.next()?.split(',').position(|c| c == "largest_label_share")?;
+    lines
+        .filter(|l| l.split(',').nth(1) == Some("train"))
+        .filter_map(|l| l.split(',').nth(column)?.parse::<f64>().ok())
+        .filter(|v| v.is_finite())
+        .next_back()
 }
 
 /// One run of the grid, or its earlier result; with the line to print.
@@ -389,7 +560,7 @@ fn run_one(
     device: usize,
 ) -> Result<(RunResult, String), String> {
     let dir = runs_dir.join(setting.id());
-    let config = grid.config(setting).map_err(|e| e.to_string())?;
+    let config = run_config(grid, setting, runs_dir)?;
     let summary = ModelSummary::of(&config.model);
     let result_path = dir.join("result.json");
     if result_path.exists() {
@@ -402,6 +573,18 @@ fn run_one(
             return Err(format!(
                 "{} holds another run's result; delete it to rerun",
                 result_path.display()
+            ));
+        }
+        // The id names the grid's dimensions, not grid-wide keys (epochs, images, eval): a
+        // run trained under other values is another run.
+        let saved = read_config(&dir.join("config.json"))?;
+        let differing = config_differences(&config, &saved)?;
+        if !differing.is_empty() {
+            return Err(format!(
+                "{} was trained with other settings ({}); delete it to rerun, or choose \
+                 another runs=",
+                dir.display(),
+                differing.join(", ")
             ));
         }
         return Ok((result, format!("{} (done earlier)", setting.id())));
@@ -421,6 +604,7 @@ fn run_one(
         train_seconds: outcome.train_seconds,
         params: summary.params,
         gflops: summary.gflops,
+        label_share: last_label_share(&dir),
     };
     let json = serde_json::to_string_pretty(&result).map_err(|e| e.to_string())?;
     write_atomically(&result_path, json.as_bytes())?;
@@ -439,12 +623,17 @@ fn far_key(far: f64) -> String {
 
 /// `runs.csv`: one row per run and similarity, every setting and metric.
 pub fn runs_csv(grid: &Grid, results: &[RunResult]) -> String {
-    let mut csv =
-        String::from("backbone,groups,mode,combine,labels,similarity,seed,accuracy,accuracy_std");
+    let mut csv = String::from(
+        "backbone,identities,recipe,groups,mode,combine,labels,label_space,similarity,seed,\
+         accuracy,accuracy_std",
+    );
     for far in TABLE_FARS {
         let _ = write!(csv, ",tar_at_far_{}", far_key(far));
     }
-    csv.push_str(",largest_group_share,group_entropy_bits,mean_nmi,params,gflops,train_seconds\n");
+    csv.push_str(
+        ",largest_group_share,group_entropy_bits,largest_label_share,mean_nmi,params,gflops,\
+         train_seconds\n",
+    );
     for r in results {
         for &sim in &grid.similarities {
             let report = match sim {
@@ -456,10 +645,16 @@ pub fn runs_csv(grid: &Grid, results: &[RunResult]) -> String {
             };
             let s = &r.setting;
             let dash = |v: String| if s.groups == 0 { "-".to_string() } else { v };
+            let identities = grid.identities_of(s);
+            let space = match s.labels {
+                LabelMethod::SelfDistributed => s.label_space.to_string(),
+                _ => "-".to_string(),
+            };
             let _ = write!(
                 csv,
-                "{},{},{},{},{},{},{},{},{}",
+                "{},{identities},{},{},{},{},{},{space},{},{},{},{}",
                 s.backbone,
+                s.recipe,
                 s.groups,
                 dash(s.mode.to_string()),
                 dash(s.combine.to_string()),
@@ -482,9 +677,10 @@ pub fn runs_csv(grid: &Grid, results: &[RunResult]) -> String {
                 ),
                 None => Default::default(),
             };
+            let label_share = r.label_share.map_or(String::new(), |v| v.to_string());
             let _ = writeln!(
                 csv,
-                ",{share},{entropy},{nmi},{},{},{:.1}",
+                ",{share},{entropy},{label_share},{nmi},{},{},{:.1}",
                 r.params, r.gflops, r.train_seconds
             );
         }
@@ -532,20 +728,28 @@ fn mean_std_text(values: &[f64], scale: f64, digits: usize) -> String {
 /// number for the same row.
 pub fn summary_markdown(grid: &Grid, results: &[RunResult], command: &str) -> String {
     let mut md = String::new();
-    let _ = writeln!(md, "# Ablation ({} preset, {} seed(s))\n", grid.preset, grid.seeds);
+    let _ = writeln!(
+        md,
+        "# Ablation ({} preset, {} recipe, {} seed(s))\n",
+        grid.preset, grid.recipe, grid.seeds
+    );
     let _ = writeln!(md, "Command: `{command}`\n");
     md.push_str(
-        "| backbone | groups | mode | combine | labels | similarity | verification acc. (%) |",
+        "| backbone | identities | groups | mode | combine | labels | similarity | verification \
+         acc. (%) |",
     );
     for far in TABLE_FARS {
         let _ = write!(md, " TAR@FAR={} |", far_key(far));
     }
-    md.push_str(" largest group share | GFLOPs | paper IJB-B TAR@1e-6 |\n");
-    md.push_str("|---|---|---|---|---|---|---|");
+    md.push_str(
+        " largest group share (held out) | largest label share (last epoch) | GFLOPs | paper \
+         IJB-B TAR@1e-6 |\n",
+    );
+    md.push_str("|---|---|---|---|---|---|---|---|");
     for _ in TABLE_FARS {
         md.push_str("---|");
     }
-    md.push_str("---|---|---|\n");
+    md.push_str("---|---|---|---|\n");
     for row in rows(grid, results) {
         let s = row.setting;
         let dash = |v: String| if s.groups == 0 { "-".to_string() } else { v };
@@ -553,12 +757,13 @@ pub fn summary_markdown(grid: &Grid, results: &[RunResult], command: &str) -> St
             row.runs.iter().filter_map(|r| metric(r, row.similarity, "accuracy")).collect();
         let _ = write!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
             s.backbone,
+            grid.identities_of(s),
             s.groups,
             dash(s.mode.to_string()),
             dash(s.combine.to_string()),
-            dash(s.labels.to_string()),
+            dash(s.labels_text()),
             row.similarity,
             mean_std_text(&acc, 100.0, 2)
         );
@@ -572,14 +777,19 @@ pub fn summary_markdown(grid: &Grid, results: &[RunResult], command: &str) -> St
             .iter()
             .filter_map(|r| r.report.groups.as_ref().map(|g| g.largest_share))
             .collect();
+        let label_shares: Vec<f64> = row.runs.iter().filter_map(|r| r.label_share).collect();
         let paper = paper_value(s, row.similarity).map_or("-".to_string(), |v| format!("{v:.4}"));
         let _ = writeln!(
             md,
-            " {} | {:.4} | {} |",
+            " {} | {} | {:.4} | {} |",
             if shares.is_empty() { "-".into() } else { mean_std_text(&shares, 1.0, 3) },
+            if label_shares.is_empty() { "-".into() } else { mean_std_text(&label_shares, 1.0, 3) },
             row.runs[0].gflops,
             paper
         );
+    }
+    if grid.identities.len() > 1 {
+        md.push_str(&gap_markdown(grid, results));
     }
     md.push_str(
         "\nOurs: synthetic faces held out from training (identities never seen), insightface's \
@@ -588,6 +798,100 @@ pub fn summary_markdown(grid: &Grid, results: &[RunResult], command: &str) -> St
          section 6), for the row that differs from the paper's GroupFace in at most one \
          setting. The two are not the same measurement: compare directions, not values.\n",
     );
+    md
+}
+
+/// One GroupFace row's gap to the baseline at one training-set size: the differences of
+/// matched seeds (same seed, same size), for accuracy and for TAR at the table's lowest FAR.
+pub struct Gap {
+    /// The GroupFace row (its id without size and seed).
+    pub row: String,
+    /// Training identities.
+    pub identities: usize,
+    /// GroupFace minus baseline verification accuracy, one value per seed.
+    pub accuracy: Vec<f64>,
+    /// GroupFace minus baseline TAR at FAR = the last of [`TABLE_FARS`], one value per seed.
+    pub tar: Vec<f64>,
+    /// The baseline's and GroupFace's accuracies, per seed (for the spread of each arm).
+    pub arms: (Vec<f64>, Vec<f64>),
+}
+
+/// The gaps of every GroupFace row at every size (plain similarity), in the grid's order.
+pub fn gaps(grid: &Grid, results: &[RunResult]) -> Vec<Gap> {
+    let far = far_key(TABLE_FARS[TABLE_FARS.len() - 1]);
+    let key = |s: &RunSetting| {
+        let mut s = s.clone();
+        s.identities = None;
+        s.row_key()
+    };
+    let mut out: Vec<Gap> = Vec::new();
+    for r in results.iter().filter(|r| r.setting.groups > 0) {
+        let s = &r.setting;
+        let Some(base) = results.iter().find(|b| {
+            b.setting.groups == 0
+                && b.setting.seed == s.seed
+                && b.setting.identities == s.identities
+                && b.setting.backbone == s.backbone
+                && b.setting.recipe == s.recipe
+        }) else {
+            continue;
+        };
+        let identities = grid.identities_of(s);
+        let row = key(s);
+        let index = match out.iter().position(|g| g.row == row && g.identities == identities) {
+            Some(i) => i,
+            None => {
+                out.push(Gap {
+                    row,
+                    identities,
+                    accuracy: Vec::new(),
+                    tar: Vec::new(),
+                    arms: (Vec::new(), Vec::new()),
+                });
+                out.len() - 1
+            }
+        };
+        let gap = &mut out[index];
+        let (a, b) = (&r.report.plain, &base.report.plain);
+        gap.accuracy.push(a.verification.accuracy - b.verification.accuracy);
+        if let (Some(x), Some(y)) = (a.tar_at_far.get(&far), b.tar_at_far.get(&far)) {
+            gap.tar.push(x.tar - y.tar);
+        }
+        gap.arms.0.push(b.verification.accuracy);
+        gap.arms.1.push(a.verification.accuracy);
+    }
+    out
+}
+
+/// The summary's section on the gap against the training-set size.
+fn gap_markdown(grid: &Grid, results: &[RunResult]) -> String {
+    let far = far_key(TABLE_FARS[TABLE_FARS.len() - 1]);
+    let mut md = String::from(
+        "\n## GroupFace minus baseline against training identities\n\nDifferences of matched \
+         seeds (plain similarity), mean ± population std over seeds; \"exceeds\" when the mean \
+         gap is larger than twice the larger of the two arms' seed spreads.\n\n",
+    );
+    let _ = writeln!(
+        md,
+        "| GroupFace row | identities | accuracy gap (points) | TAR@FAR={far} gap | baseline \
+         acc. (%) | GroupFace acc. (%) | exceeds 2 spreads |"
+    );
+    md.push_str("|---|---|---|---|---|---|---|\n");
+    for gap in gaps(grid, results) {
+        let (mean, _) = mean_std(&gap.accuracy);
+        let spread = mean_std(&gap.arms.0).1.max(mean_std(&gap.arms.1).1);
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            gap.row,
+            gap.identities,
+            mean_std_text(&gap.accuracy, 100.0, 2),
+            mean_std_text(&gap.tar, 1.0, 4),
+            mean_std_text(&gap.arms.0, 100.0, 2),
+            mean_std_text(&gap.arms.1, 100.0, 2),
+            if mean.abs() > 2.0 * spread { "yes" } else { "no" }
+        );
+    }
     md
 }
 
@@ -678,5 +982,23 @@ fn write_plots(grid: &Grid, results: &[RunResult], out: &Path) -> Result<Vec<Pat
     let path = out.join("roc.svg");
     write_atomically(&path, roc.to_svg().as_bytes())?;
     written.push(path);
+    if grid.identities.len() > 1 {
+        let mut plot = LinePlot::new(
+            "GroupFace minus baseline against training identities (matched seeds)",
+            Axis::log10("training identities"),
+            Axis::linear("verification accuracy gap (points)"),
+        );
+        let mut series: BTreeMap<String, Vec<(f64, f64, f64)>> = BTreeMap::new();
+        for gap in gaps(grid, results) {
+            let (m, s) = mean_std(&gap.accuracy);
+            series.entry(gap.row).or_default().push((gap.identities as f64, 100.0 * m, 100.0 * s));
+        }
+        for (name, points) in series {
+            plot.add(Series::with_error_bars(name, points));
+        }
+        let path = out.join("gap_vs_identities.svg");
+        write_atomically(&path, plot.to_svg().as_bytes())?;
+        written.push(path);
+    }
     Ok(written)
 }

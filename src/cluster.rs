@@ -538,10 +538,10 @@ impl<B: AutodiffBackend> CollectiveStrategy<B> {
         }
     }
 
-    /// Shares the E[p] window of `labeler` (the trained model's, self-distributed labels over
-    /// `groups` groups) among the ranks.
-    pub fn with_labels(mut self, labeler: Arc<Mutex<GroupLabeler>>, groups: usize) -> Self {
-        self.labels = Some((labeler, groups));
+    /// Shares the E[p] window of `labeler` (the trained model's, self-distributed labels with
+    /// window rows of `width` values: [`GroupLabeler::row_width`]) among the ranks.
+    pub fn with_labels(mut self, labeler: Arc<Mutex<GroupLabeler>>, width: usize) -> Self {
+        self.labels = Some((labeler, width));
         self
     }
 

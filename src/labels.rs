@@ -8,6 +8,18 @@
 //!
 //! E[p] is the mean of the per-batch mean probability vectors over the most recent
 //! `label_window` batches, the current one included, always on detached probabilities.
+//!
+//! The subtraction can happen in one of three spaces ([`LabelSpace`], `label_space=`). The
+//! paper prints it on probabilities (`prob`). A softmax moves a group's probability in
+//! proportion to the probability itself, so a group the GDN favours also varies the most from
+//! sample to sample and keeps winning the argmax after its mean is taken away: on a stream of
+//! skewed softmax outputs it keeps a share close to its mean probability, and near one half
+//! once it dominates (`tests/math.rs`, the label-balance tests). On log-probabilities (`log`)
+//! the softmax's normaliser is one constant per row, which no argmax sees, so taking away
+//! E[log p] cancels a skew of the logits exactly. What it leaves is the spread: a group whose
+//! logits vary more wins more argmaxes, so `zlog` (the default) also divides by each group's
+//! standard deviation over the window. The book's chapter on the group labels has the
+//! derivation and the training runs that chose the default.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -15,7 +27,9 @@ use std::fmt;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::model::named_enum;
+use burn::tensor::activation::log_softmax;
+
+use crate::model::{named_enum, GroupOutput};
 
 /// How group labels G* are made (`labels=none|naive|self-distributed`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -38,6 +52,44 @@ named_enum!(
     SelfDistributed => "self-distributed"
 );
 
+/// Where self-distributed labeling takes away the expectation (`label_space=prob|log|zlog`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum LabelSpace {
+    /// `argmax_k p_k − E[p_k]`: the paper's formula as printed.
+    Prob,
+    /// `argmax_k log p_k − E[log p_k]`: the expectation taken away from log-probabilities.
+    Log,
+    /// `argmax_k (log p_k − E[log p_k]) / std[log p_k]`: log-probabilities standardised per
+    /// group over the window, so that a group whose scores spread more than the others' does
+    /// not win more argmaxes for it (the default; the book's group-labels chapter has the
+    /// measurements that chose it).
+    #[default]
+    Zlog,
+}
+
+named_enum!(LabelSpace, "prob|log|zlog", Prob => "prob", Log => "log", Zlog => "zlog");
+
+impl LabelSpace {
+    /// The per-sample scores whose expectation the labeler takes away.
+    ///
+    /// # Shapes
+    /// - output: `[batch, K]`, `p` for `prob`, `log p` (from the logits, so finite where `p`
+    ///   underflows to 0) for `log` and `zlog`
+    pub fn scores<B: Backend>(self, groups: &GroupOutput<B>) -> Tensor<B, 2> {
+        match self {
+            Self::Prob => groups.probs.clone(),
+            Self::Log | Self::Zlog => log_softmax(groups.logits.clone(), 1),
+        }
+    }
+
+    /// Whether the window also keeps the mean square of the scores (rows of `2K` values:
+    /// the K means, then the K mean squares).
+    fn keeps_spread(self) -> bool {
+        self == Self::Zlog
+    }
+}
+
 /// Makes group labels from group probabilities, keeping the window of batch means that
 /// estimates E[p]. One labeler lives for a whole training run.
 ///
@@ -52,6 +104,7 @@ named_enum!(
 #[derive(Clone, PartialEq)]
 pub struct GroupLabeler {
     method: LabelMethod,
+    space: LabelSpace,
     window: usize,
     history: VecDeque<Vec<f32>>,
     /// The batch means of the step in progress, with its key; not yet in `history`.
@@ -65,7 +118,24 @@ pub type StepKey = (usize, usize);
 impl GroupLabeler {
     /// A labeler with an empty history. `window` below 1 is taken as 1.
     pub fn new(method: LabelMethod, window: usize) -> Self {
-        Self { method, window: window.max(1), history: VecDeque::new(), pending: None }
+        Self {
+            method,
+            space: LabelSpace::default(),
+            window: window.max(1),
+            history: VecDeque::new(),
+            pending: None,
+        }
+    }
+
+    /// The same labeler taking the expectation away in `space`.
+    pub fn with_space(mut self, space: LabelSpace) -> Self {
+        self.space = space;
+        self
+    }
+
+    /// Where the expectation is taken away; [`LabelSpace::scores`] makes the labeler's input.
+    pub fn space(&self) -> LabelSpace {
+        self.space
     }
 
     /// The label method.
@@ -76,21 +146,59 @@ impl GroupLabeler {
     /// Labels for one batch, updating the E[p] window. `None` when the method is `none`.
     ///
     /// # Shapes
-    /// - `probs`: `[batch, K]`, rows summing to 1 (detached here)
+    /// - `scores`: `[batch, K]`, the [`space`](Self::space)'s scores: probabilities (rows
+    ///   summing to 1) or log-probabilities (detached here)
     /// - output: `[batch]` group indices
-    pub fn labels<B: Backend>(&mut self, probs: Tensor<B, 2>) -> Option<Tensor<B, 1, Int>> {
+    pub fn labels<B: Backend>(&mut self, scores: Tensor<B, 2>) -> Option<Tensor<B, 1, Int>> {
         self.commit();
-        let probs = probs.detach();
-        let batch = probs.dims()[0];
+        let scores = scores.detach();
         match self.method {
             LabelMethod::None => None,
-            LabelMethod::Naive => Some(probs.argmax(1).reshape([batch])),
+            LabelMethod::Naive => Some(shifted_argmax(scores, None, None)),
             LabelMethod::SelfDistributed => {
-                let expected = self.update(probs.clone());
-                let shifted = self_distributed(probs, expected);
-                Some(shifted.argmax(1).reshape([batch]))
+                let width = self.row_width(scores.dims()[1]);
+                self.push(self.batch_row(&scores));
+                let window = mean_of(self.history.iter(), width);
+                Some(self.shifted(scores, &window))
             }
         }
+    }
+
+    /// Values in a window row for K groups: K means, and K mean squares where the space
+    /// standardises.
+    pub fn row_width(&self, k: usize) -> usize {
+        if self.space.keeps_spread() {
+            2 * k
+        } else {
+            k
+        }
+    }
+
+    /// A batch's window row: the mean of its scores, and of their squares where the space
+    /// standardises, `[batch, K]` -> K or 2K values.
+    fn batch_row<B: Backend>(&self, scores: &Tensor<B, 2>) -> Vec<f32> {
+        let mut row = batch_mean(scores);
+        if self.space.keeps_spread() {
+            row.extend(batch_mean(&scores.clone().powi_scalar(2)));
+        }
+        row
+    }
+
+    /// Labels of `scores` against a window mean row (see [`row_width`](Self::row_width)).
+    fn shifted<B: Backend>(&self, scores: Tensor<B, 2>, window: &[f32]) -> Tensor<B, 1, Int> {
+        let k = scores.dims()[1];
+        if !self.space.keeps_spread() {
+            return shifted_argmax(scores, Some(&window[..k]), None);
+        }
+        // var = E[s²] − E[s]² over the window's (equal-sized) batches, in f64 since log p can
+        // be large and the difference small; a floor keeps a group that never varies finite.
+        let scale: Vec<f32> = (0..k)
+            .map(|g| {
+                let (m, sq) = (window[g] as f64, window[k + g] as f64);
+                ((sq - m * m).max(0.0) + 1e-12).sqrt() as f32
+            })
+            .collect();
+        shifted_argmax(scores, Some(&window[..k]), Some(&scale))
     }
 
     /// Labels for one replica's batch of step `step`, the same for any order in which the
@@ -100,34 +208,32 @@ impl GroupLabeler {
     /// [`labels`](Self::labels), [`history`](Self::history)) comes.
     ///
     /// # Shapes
-    /// - `probs`: `[batch, K]`, rows summing to 1 (detached here)
+    /// - `scores`: `[batch, K]`, as for [`labels`](Self::labels)
     /// - output: `[batch]` group indices
     pub fn labels_for_step<B: Backend>(
         &mut self,
         step: StepKey,
-        probs: Tensor<B, 2>,
+        scores: Tensor<B, 2>,
     ) -> Option<Tensor<B, 1, Int>> {
         if self.method != LabelMethod::SelfDistributed {
-            return self.labels(probs);
+            return self.labels(scores);
         }
         if self.pending.as_ref().is_some_and(|(key, _)| *key != step) {
             self.commit();
         }
-        let probs = probs.detach();
-        let [batch, k] = probs.dims();
-        let device = probs.device();
-        let mean: Vec<f32> = probs.clone().mean_dim(0).into_data().iter::<f32>().collect();
+        let scores = scores.detach();
+        let width = self.row_width(scores.dims()[1]);
+        let mean = self.batch_row(&scores);
         // A window of another K says nothing about these groups (`push` drops it).
-        let earlier = if self.history.back().is_some_and(|last| last.len() == k) {
+        let earlier = if self.history.back().is_some_and(|last| last.len() == width) {
             self.history.len().min(self.window - 1)
         } else {
             0
         };
         let rows = self.history.iter().skip(self.history.len() - earlier).chain([&mean]);
-        let expected = mean_of(rows, k);
+        let window = mean_of(rows, width);
         self.pending.get_or_insert_with(|| (step, Vec::new())).1.push(mean);
-        let expected = Tensor::from_data(TensorData::new(expected, [k]), &device);
-        Some(self_distributed(probs, expected).argmax(1).reshape([batch]))
+        Some(self.shifted(scores, &window))
     }
 
     /// The batch means of the step in progress, which this process's replicas added
@@ -178,29 +284,29 @@ impl GroupLabeler {
 
     /// Labels for one batch with the current E[p] estimate, leaving the window unchanged (for
     /// validation). Before the first training batch, the batch's own mean stands in for E[p].
-    pub fn peek_labels<B: Backend>(&self, probs: Tensor<B, 2>) -> Option<Tensor<B, 1, Int>> {
-        let probs = probs.detach();
-        let batch = probs.dims()[0];
+    pub fn peek_labels<B: Backend>(&self, scores: Tensor<B, 2>) -> Option<Tensor<B, 1, Int>> {
+        let scores = scores.detach();
         match self.method {
             LabelMethod::None => None,
-            LabelMethod::Naive => Some(probs.argmax(1).reshape([batch])),
+            LabelMethod::Naive => Some(shifted_argmax(scores, None, None)),
             LabelMethod::SelfDistributed => {
-                let k = probs.dims()[1];
-                let expected = match self.expected(&probs.device()) {
-                    Some(e) if e.dims()[0] == k => e,
-                    _ => probs.clone().mean_dim(0).reshape([k]),
+                let width = self.row_width(scores.dims()[1]);
+                let history = self.history();
+                let window = match history.first() {
+                    Some(first) if first.len() == width => mean_of(history.iter(), width),
+                    _ => self.batch_row(&scores),
                 };
-                Some(self_distributed(probs, expected).argmax(1).reshape([batch]))
+                Some(self.shifted(scores, &window))
             }
         }
     }
 
-    /// Pushes this batch's mean probabilities and returns the current estimate of E[p], `[K]`.
-    pub fn update<B: Backend>(&mut self, probs: Tensor<B, 2>) -> Tensor<B, 1> {
+    /// Pushes this batch's window row (mean scores; and their mean squares for `zlog`) and
+    /// returns the current estimate of E[scores], `[K]`.
+    pub fn update<B: Backend>(&mut self, scores: Tensor<B, 2>) -> Tensor<B, 1> {
         self.commit();
-        let device = probs.device();
-        let mean: Vec<f32> = probs.detach().mean_dim(0).into_data().iter::<f32>().collect();
-        self.push(mean);
+        let device = scores.device();
+        self.push(self.batch_row(&scores.detach()));
         self.expected(&device).expect("history holds the batch just pushed")
     }
 
@@ -208,8 +314,9 @@ impl GroupLabeler {
     /// A finished step's batch means count (validation and checkpoints come between steps).
     pub fn expected<B: Backend>(&self, device: &B::Device) -> Option<Tensor<B, 1>> {
         let history = self.history();
-        let k = history.first()?.len();
-        let mean = mean_of(history.iter(), k);
+        let width = history.first()?.len();
+        let k = if self.space.keeps_spread() { width / 2 } else { width };
+        let mean = mean_of(history.iter(), width)[..k].to_vec();
         Some(Tensor::from_data(TensorData::new(mean, [k]), device))
     }
 
@@ -241,6 +348,51 @@ fn mean_of<'a>(rows: impl Iterator<Item = &'a Vec<f32>>, k: usize) -> Vec<f32> {
     sum.iter().map(|s| (s / n as f64) as f32).collect()
 }
 
+/// The mean of a batch's scores over the batch, `[batch, K]` -> K values.
+pub fn batch_mean<B: Backend>(scores: &Tensor<B, 2>) -> Vec<f32> {
+    scores.clone().mean_dim(0).into_data().iter::<f32>().collect()
+}
+
+/// `G* = argmax_k (s_k − E_k) / σ_k` of each row of `scores` (`E` = 0 without `expected`,
+/// `σ` = 1 without `scale`), on the host in `f64`.
+///
+/// The paper's `(1/K)·(p − E) + 1/K` has the same argmax; it is not formed here because adding
+/// 1/K in `f32` rounds away differences below about 1e-9 and turns them into ties. Ties (rows
+/// equal to E, or identical saturated rows) go round the tied groups by row: row `i` takes the
+/// `(i mod m)`-th of its `m` tied groups. An argmax that always took the first tied group would
+/// put every undecided sample into group 0 and make a collapse out of no information.
+///
+/// # Shapes
+/// - `scores`: `[batch, K]`
+/// - `expected`, `scale`: K values
+/// - output: `[batch]` group indices, on the device of `scores`
+pub fn shifted_argmax<B: Backend>(
+    scores: Tensor<B, 2>,
+    expected: Option<&[f32]>,
+    scale: Option<&[f32]>,
+) -> Tensor<B, 1, Int> {
+    let [batch, k] = scores.dims();
+    let device = scores.device();
+    let values: Vec<f32> = scores.into_data().iter::<f32>().collect();
+    let labels: Vec<i64> = values
+        .chunks(k.max(1))
+        .enumerate()
+        .map(|(row, v)| {
+            let shifted: Vec<f64> = (0..k)
+                .map(|g| {
+                    (v[g] as f64 - expected.map_or(0.0, |e| e[g] as f64))
+                        / scale.map_or(1.0, |s| s[g] as f64)
+                })
+                .collect();
+            let best = shifted.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let tied: Vec<usize> = (0..k).filter(|&g| shifted[g] == best).collect();
+            // A NaN row has no maximum; group 0 keeps its label defined (the loss is NaN anyway).
+            tied.get(row % tied.len().max(1)).copied().unwrap_or(0) as i64
+        })
+        .collect();
+    Tensor::from_data(TensorData::new(labels, [batch]), &device)
+}
+
 /// `p̃ = (1/K)·(p − E[p]) + 1/K`, row by row.
 ///
 /// # Shapes
@@ -258,8 +410,9 @@ impl fmt::Debug for GroupLabeler {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "GroupLabeler({}, window {}, {} batches held)",
+            "GroupLabeler({}, {} space, window {}, {} batches held)",
             self.method,
+            self.space,
             self.window,
             self.history.len()
         )
@@ -268,7 +421,7 @@ impl fmt::Debug for GroupLabeler {
 
 impl fmt::Display for GroupLabeler {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (window {})", self.method, self.window)
+        write!(f, "{} ({} space, window {})", self.method, self.space, self.window)
     }
 }
 
@@ -301,7 +454,8 @@ mod tests {
     fn one_replica_per_step_labels_exactly_as_labels_does() {
         // On one device `labels_for_step` is `labels` with the window's update deferred to the
         // next step: the same labels, and the same window bit for bit, after every batch.
-        let mut direct = GroupLabeler::new(LabelMethod::SelfDistributed, 3);
+        let mut direct =
+            GroupLabeler::new(LabelMethod::SelfDistributed, 3).with_space(LabelSpace::Prob);
         let mut stepped = direct.clone();
         for (i, b) in batches().into_iter().enumerate() {
             let want = ints(direct.labels(b.clone()));
@@ -318,7 +472,8 @@ mod tests {
         // first one's batch, so labels and window would depend on which thread finished first.
         let all = batches();
         let run = |swap: bool| {
-            let mut labeler = GroupLabeler::new(LabelMethod::SelfDistributed, 3);
+            let mut labeler =
+                GroupLabeler::new(LabelMethod::SelfDistributed, 3).with_space(LabelSpace::Prob);
             let mut labels = Vec::new();
             for (step, pair) in all.chunks(2).enumerate() {
                 let order: Vec<usize> = if swap { vec![1, 0] } else { vec![0, 1] };
@@ -342,7 +497,8 @@ mod tests {
         // then settles with both processes' means, in its own order. Labels and windows must
         // be those of one labeler that two replicas per step share (`devices=2`).
         let all = batches();
-        let mut shared = GroupLabeler::new(LabelMethod::SelfDistributed, 3);
+        let mut shared =
+            GroupLabeler::new(LabelMethod::SelfDistributed, 3).with_space(LabelSpace::Prob);
         let mut ranks = [shared.clone(), shared.clone()];
         for (step, pair) in all.chunks(2).enumerate() {
             let mut means = Vec::new();
@@ -372,7 +528,8 @@ mod tests {
         // Had E also counted the step's other replica q = (0.05, 0.9, 0.05), 4 means:
         // E = (0.85, 2.35, 0.8) / 4 = (0.2125, 0.5875, 0.2), p − E = (−0.0125, −0.0375, 0.05):
         // group 2. The step's own label must not depend on q, whichever came first.
-        let mut labeler = GroupLabeler::new(LabelMethod::SelfDistributed, 3);
+        let mut labeler =
+            GroupLabeler::new(LabelMethod::SelfDistributed, 3).with_space(LabelSpace::Prob);
         let _ = labeler.labels_for_step((1, 0), batch(&[[0.5, 0.3, 0.2]]));
         let _ = labeler.labels_for_step((1, 0), batch(&[[0.1, 0.6, 0.3]]));
         let _ = labeler.labels_for_step((1, 1), batch(&[[0.05, 0.9, 0.05]]));

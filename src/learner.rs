@@ -38,6 +38,12 @@ pub struct StepOutput<B: Backend> {
     pub targets: Tensor<B, 1, Int>,
     /// Most probable group per sample, `[batch]` (all 0 for the baseline).
     pub groups: Tensor<B, 1, Int>,
+    /// Group label G* of the self-grouping loss per sample, `[batch]`; −1 where there is none
+    /// (the baseline, `labels=none`).
+    pub labels: Tensor<B, 1, Int>,
+    /// Mean over the batch of the largest group probability, `[1]` (0 for the baseline): 1/K
+    /// while p is uniform, 1 once every row is one-hot.
+    pub confidence: Tensor<B, 1>,
     /// Number of groups K (0 for the baseline).
     pub num_groups: usize,
     /// Verification accuracy on the held-out identities, from the first validation step of
@@ -49,16 +55,19 @@ impl<B: Backend> ItemLazy for StepOutput<B> {
     type ItemSync = StepOutput<burn::backend::Flex>;
 
     fn sync(self) -> Self::ItemSync {
-        let [loss, classification, grouping, cosine, targets, groups] = Transaction::default()
-            .register(self.loss)
-            .register(self.classification)
-            .register(self.grouping)
-            .register(self.cosine)
-            .register(self.targets)
-            .register(self.groups)
-            .execute()
-            .try_into()
-            .expect("six tensors registered");
+        let [loss, classification, grouping, cosine, targets, groups, labels, confidence] =
+            Transaction::default()
+                .register(self.loss)
+                .register(self.classification)
+                .register(self.grouping)
+                .register(self.cosine)
+                .register(self.targets)
+                .register(self.groups)
+                .register(self.labels)
+                .register(self.confidence)
+                .execute()
+                .try_into()
+                .expect("eight tensors registered");
         let device = Default::default();
         StepOutput {
             loss: Tensor::from_data(loss, &device),
@@ -67,6 +76,8 @@ impl<B: Backend> ItemLazy for StepOutput<B> {
             cosine: Tensor::from_data(cosine, &device),
             targets: Tensor::from_data(targets, &device),
             groups: Tensor::from_data(groups, &device),
+            labels: Tensor::from_data(labels, &device),
+            confidence: Tensor::from_data(confidence, &device),
             num_groups: self.num_groups,
             verification: self.verification,
         }
@@ -94,6 +105,10 @@ pub struct GroupFaceMetricInput {
     pub grouping: f64,
     /// Samples per group in the batch (empty for the baseline).
     pub counts: Vec<usize>,
+    /// Samples per group label G* in the batch (empty without labels).
+    pub label_counts: Vec<usize>,
+    /// Mean largest group probability of the batch.
+    pub confidence: f64,
     /// Batch size.
     pub batch: usize,
     /// Held-out verification accuracy, on the step that computed it.
@@ -105,18 +120,26 @@ impl<B: Backend> Adaptor<GroupFaceMetricInput> for StepOutput<B> {
         let scalar =
             |t: &Tensor<B, 1>| t.clone().into_data().iter::<f64>().next().unwrap_or(f64::NAN);
         let batch = self.targets.dims()[0];
-        let mut counts = vec![0usize; self.num_groups];
-        if self.num_groups > 0 {
-            for g in self.groups.clone().into_data().iter::<i64>() {
-                if let Some(c) = counts.get_mut(g as usize) {
+        let histogram = |groups: &Tensor<B, 1, Int>| {
+            let mut counts = vec![0usize; self.num_groups];
+            for g in groups.clone().into_data().iter::<i64>() {
+                if let Some(c) = usize::try_from(g).ok().and_then(|g| counts.get_mut(g)) {
                     *c += 1;
                 }
             }
+            counts
+        };
+        let counts = histogram(&self.groups);
+        let mut label_counts = histogram(&self.labels);
+        if label_counts.iter().all(|&c| c == 0) {
+            label_counts.clear();
         }
         GroupFaceMetricInput {
             classification: scalar(&self.classification),
             grouping: scalar(&self.grouping),
             counts,
+            label_counts,
+            confidence: scalar(&self.confidence),
             batch,
             verification: self.verification,
         }
@@ -134,6 +157,14 @@ pub enum GroupFaceQuantity {
     LargestGroupShare,
     /// Entropy of the epoch's group histogram, in bits (log2 K when uniform, 0 at collapse).
     GroupEntropy,
+    /// Share of the epoch's samples with the most frequent group label G* (naive and
+    /// self-distributed labels): what the self-grouping loss teaches the GDN.
+    LargestLabelShare,
+    /// Entropy of the epoch's histogram of group labels G*, in bits.
+    LabelEntropy,
+    /// Mean over the samples of the largest group probability (1/K uniform, 1 one-hot): how
+    /// saturated p is, where subtracting E[p] can no longer move an argmax.
+    GroupConfidence,
     /// insightface's 10-fold verification accuracy on held-out identities (validation only):
     /// computed once per epoch, so the epoch's value is that one figure.
     VerificationAccuracy,
@@ -158,6 +189,9 @@ impl GroupFaceMetric {
             GroupFaceQuantity::GroupingLoss => "L2 (self-grouping)",
             GroupFaceQuantity::LargestGroupShare => "Largest group share",
             GroupFaceQuantity::GroupEntropy => "Group entropy (bits)",
+            GroupFaceQuantity::LargestLabelShare => "Largest label share",
+            GroupFaceQuantity::LabelEntropy => "Label entropy (bits)",
+            GroupFaceQuantity::GroupConfidence => "Group confidence",
             GroupFaceQuantity::VerificationAccuracy => "Verification accuracy",
         };
         Self {
@@ -199,7 +233,9 @@ impl Metric for GroupFaceMetric {
     fn attributes(&self) -> MetricAttributes {
         let higher_is_better = matches!(
             self.quantity,
-            GroupFaceQuantity::GroupEntropy | GroupFaceQuantity::VerificationAccuracy
+            GroupFaceQuantity::GroupEntropy
+                | GroupFaceQuantity::LabelEntropy
+                | GroupFaceQuantity::VerificationAccuracy
         );
         NumericAttributes { unit: None, higher_is_better }.into()
     }
@@ -220,18 +256,28 @@ impl Metric for GroupFaceMetric {
         let value = match self.quantity {
             GroupFaceQuantity::ClassificationLoss => item.classification,
             GroupFaceQuantity::GroupingLoss => item.grouping,
-            GroupFaceQuantity::LargestGroupShare | GroupFaceQuantity::GroupEntropy => {
-                if self.counts.len() != item.counts.len() {
-                    self.counts = vec![0; item.counts.len()];
+            GroupFaceQuantity::GroupConfidence => item.confidence,
+            GroupFaceQuantity::LargestGroupShare
+            | GroupFaceQuantity::GroupEntropy
+            | GroupFaceQuantity::LargestLabelShare
+            | GroupFaceQuantity::LabelEntropy => {
+                let of_labels = matches!(
+                    self.quantity,
+                    GroupFaceQuantity::LargestLabelShare | GroupFaceQuantity::LabelEntropy
+                );
+                let counts = if of_labels { &item.label_counts } else { &item.counts };
+                if self.counts.len() != counts.len() {
+                    self.counts = vec![0; counts.len()];
                 }
-                for (total, c) in self.counts.iter_mut().zip(&item.counts) {
+                for (total, c) in self.counts.iter_mut().zip(counts) {
                     *total += c;
                 }
                 let (share, entropy) = group_usage(&self.counts).unwrap_or((f64::NAN, f64::NAN));
-                if self.quantity == GroupFaceQuantity::LargestGroupShare {
-                    share
-                } else {
-                    entropy
+                match self.quantity {
+                    GroupFaceQuantity::LargestGroupShare | GroupFaceQuantity::LargestLabelShare => {
+                        share
+                    }
+                    _ => entropy,
                 }
             }
             GroupFaceQuantity::VerificationAccuracy => unreachable!("handled above"),
@@ -268,21 +314,30 @@ impl<B: Backend> TrainModel<B> {
         let output = self.model.forward(batch.images);
         let group_labels = output.groups.as_ref().and_then(|groups| {
             let mut labeler = self.labeler.lock().expect("labeler lock");
+            let scores = labeler.space().scores(groups);
             if update_window {
                 match step {
-                    Some(step) => labeler.labels_for_step(step, groups.probs.clone()),
-                    None => labeler.labels(groups.probs.clone()),
+                    Some(step) => labeler.labels_for_step(step, scores),
+                    None => labeler.labels(scores),
                 }
             } else {
-                labeler.peek_labels(groups.probs.clone())
+                labeler.peek_labels(scores)
             }
         });
-        let terms = self.criterion.forward(&output, batch.labels.clone(), group_labels);
-        let device = terms.total.device();
+        let device = batch.labels.device();
         let batch_size = batch.labels.dims()[0];
-        let (groups, num_groups) = match &output.groups {
-            Some(g) => (g.probs.clone().argmax(1).reshape([batch_size]), g.probs.dims()[1]),
-            None => (Tensor::zeros([batch_size], &device), 0),
+        let labels = match &group_labels {
+            Some(labels) => labels.clone(),
+            None => Tensor::full([batch_size], -1, &device),
+        };
+        let terms = self.criterion.forward(&output, batch.labels.clone(), group_labels);
+        let (groups, num_groups, confidence) = match &output.groups {
+            Some(g) => (
+                g.probs.clone().argmax(1).reshape([batch_size]),
+                g.probs.dims()[1],
+                g.probs.clone().detach().max_dim(1).mean(),
+            ),
+            None => (Tensor::zeros([batch_size], &device), 0, Tensor::zeros([1], &device)),
         };
         StepOutput {
             loss: terms.total,
@@ -291,6 +346,8 @@ impl<B: Backend> TrainModel<B> {
             cosine: terms.cosine,
             targets: batch.labels,
             groups,
+            labels,
+            confidence,
             num_groups,
             verification: None,
         }
@@ -456,6 +513,8 @@ mod tests {
             classification: 1.5,
             grouping: -0.0,
             counts: vec![],
+            label_counts: vec![],
+            confidence: 0.0,
             batch: 4,
             verification: None,
         };

@@ -26,13 +26,29 @@ use crate::data::source::{FaceSource, SourceSplit};
 use crate::data::synth::SynthConfig;
 use crate::error::ConfigError;
 use crate::evaluate::{evaluate_held_out, HeldOut, RunReport, SynthEvalConfig, VerificationProbe};
-use crate::labels::LabelMethod;
+use crate::labels::{LabelMethod, LabelSpace};
 use crate::learner::{GroupFaceMetric, GroupFaceQuantity};
 use crate::learner::{QuietRenderer, ResumedMetricLogger};
 use crate::loss::CriterionConfig;
 use crate::model::GroupFaceConfig;
 use crate::schedule::{Schedule, ScheduleKind, ScheduleSpec};
 use crate::training::{StepGuard, TrainModel};
+
+/// The base learning rate for a global batch of `images` (all replicas together), at
+/// arcface_torch's rate per image: its configs train from scratch at 0.1 "for a batch size of
+/// 512" (SGD, momentum 0.9), so 0.0125 at 64. The rate is scaled linearly with the batch, the
+/// usual rule for SGD (Goyal et al., 2017). The book's group-labels chapter shows what the
+/// 0.1 at batch 64 that earlier versions used did: GDN probabilities saturate in the first
+/// epoch and the groups collapse, and both arms lose about 1.3 points of verification.
+pub fn reference_lr(images: usize) -> f64 {
+    0.1 * images as f64 / 512.0
+}
+
+/// The paper's fine-tuning rate (0.005 for its batch of 1,024) scaled linearly to a global
+/// batch of `images`.
+pub fn paper_finetune_lr(images: usize) -> f64 {
+    0.005 * images as f64 / 1024.0
+}
 
 /// Everything that defines a training run; saved as `config.json` in the run directory so the
 /// run can be repeated with `config=FILE`.
@@ -48,6 +64,9 @@ pub struct TrainConfig {
     /// Batches in the E[p] window of self-distributed labeling.
     #[config(default = 32)]
     pub label_window: usize,
+    /// Where self-distributed labeling takes away the expectation (`label_space=`).
+    #[config(default = "LabelSpace::Zlog")]
+    pub label_space: LabelSpace,
     /// The synthetic faces trained on (with `data_path`, only its `side` is used).
     pub data: SynthConfig,
     /// An image folder (one subfolder per identity) or insightface `.rec` to train on instead
@@ -414,13 +433,16 @@ pub fn train(kind: BackendKind, index: usize, run: TrainRun) -> Result<TrainOutc
 }
 
 /// Metric names as the Learner logs them, in the order of `metrics.csv`.
-const CSV_METRICS: [&str; 8] = [
+const CSV_METRICS: [&str; 11] = [
     "Loss",
     "Accuracy",
     "L1 (margin softmax)",
     "L2 (self-grouping)",
     "Largest group share",
     "Group entropy (bits)",
+    "Largest label share",
+    "Label entropy (bits)",
+    "Group confidence",
     "Learning Rate",
     "Verification accuracy",
 ];
@@ -568,6 +590,24 @@ fn execution_strategy<B: AutodiffBackend>(
     ExecutionStrategy::multi(list, MultiDeviceOptim::OptimMainDevice)
 }
 
+/// The keys (dotted paths, leaves only) in which two configurations differ; empty when they
+/// are the same run.
+pub fn config_differences(ours: &TrainConfig, theirs: &TrainConfig) -> Result<Vec<String>, String> {
+    let ours = serde_json::to_value(ours).map_err(|e| e.to_string())?;
+    let theirs = serde_json::to_value(theirs).map_err(|e| e.to_string())?;
+    if ours == theirs {
+        return Ok(Vec::new());
+    }
+    Ok(config_key_paths(&ours)
+        .into_iter()
+        .filter(|k| {
+            let pointer = format!("/{}", k.replace('.', "/"));
+            ours.pointer(&pointer) != theirs.pointer(&pointer)
+                && !ours.pointer(&pointer).is_some_and(|v| v.is_object())
+        })
+        .collect())
+}
+
 /// Creates the run directory or, with `resume`, checks that it holds this configuration.
 /// Returns the epoch of the checkpoint to resume from. A directory that already holds
 /// checkpoints is only reused with `resume`, so an earlier run is never overwritten by accident.
@@ -580,17 +620,8 @@ fn prepare_run_dir(
     if resume {
         let prior = read_config(&saved)
             .map_err(|e| format!("resume=true: {} is not a run to continue: {e}", out.display()))?;
-        let ours = serde_json::to_value(config).map_err(|e| e.to_string())?;
-        let theirs = serde_json::to_value(&prior).map_err(|e| e.to_string())?;
-        if ours != theirs {
-            let differing: Vec<String> = config_key_paths(&ours)
-                .into_iter()
-                .filter(|k| {
-                    let pointer = format!("/{}", k.replace('.', "/"));
-                    ours.pointer(&pointer) != theirs.pointer(&pointer)
-                        && !ours.pointer(&pointer).is_some_and(|v| v.is_object())
-                })
-                .collect();
+        let differing = config_differences(config, &prior)?;
+        if !differing.is_empty() {
             return Err(format!(
                 "resume=true: the configuration differs from {} in {}; resume with the saved \
                  configuration (give no model or training keys) or choose another out=",
@@ -768,7 +799,9 @@ impl BackendJob for TrainRun {
                 );
                 let groups = config.model.groups;
                 if config.labels == LabelMethod::SelfDistributed && groups > 0 {
-                    strategy = strategy.with_labels(model.labeler.clone(), groups);
+                    // A window row holds K values, or 2K where the labels standardise.
+                    let width = model.labeler.lock().map_or(groups, |l| l.row_width(groups));
+                    strategy = strategy.with_labels(model.labeler.clone(), width);
                 }
                 let failure = strategy.failure_slot();
                 (TrainingStrategy::Custom(Arc::new(strategy)), Some(failure))
@@ -785,6 +818,10 @@ impl BackendJob for TrainRun {
             .metric_valid_numeric(GroupFaceMetric::new(GroupFaceQuantity::GroupingLoss))
             .metric_train_numeric(GroupFaceMetric::new(GroupFaceQuantity::LargestGroupShare))
             .metric_train_numeric(GroupFaceMetric::new(GroupFaceQuantity::GroupEntropy))
+            .metric_train_numeric(GroupFaceMetric::new(GroupFaceQuantity::LargestLabelShare))
+            .metric_train_numeric(GroupFaceMetric::new(GroupFaceQuantity::LabelEntropy))
+            .metric_train_numeric(GroupFaceMetric::new(GroupFaceQuantity::GroupConfidence))
+            .metric_valid_numeric(GroupFaceMetric::new(GroupFaceQuantity::GroupConfidence))
             .metric_train_numeric(LearningRateMetric::new())
             .metric_valid_numeric(GroupFaceMetric::new(GroupFaceQuantity::VerificationAccuracy))
             .with_interrupter(interrupter)
@@ -884,7 +921,8 @@ fn seeded_model<B: AutodiffBackend>(config: &TrainConfig, device: &B::Device) ->
         config.labels,
         config.label_window,
         device,
-    );
+    )
+    .with_label_space(config.label_space);
     // Parameters are initialised lazily, on first use; draw them all now, under the lock.
     let record = model.clone().into_record();
     model.load_record(record)
@@ -1015,6 +1053,7 @@ pub const ADDED_CONFIG_FIELDS: &[(&[&str], &str)] = &[
     (&["devices"], "1"),
     (&["data_path"], "null"),
     (&["nodes"], "1"),
+    (&["label_space"], "\"prob\""),
 ];
 
 /// Reads a run's `config.json`, filling in [`ADDED_CONFIG_FIELDS`] that an older file lacks.

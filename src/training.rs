@@ -9,7 +9,7 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::Interrupter;
 
-use crate::labels::{GroupLabeler, LabelMethod};
+use crate::labels::{GroupLabeler, LabelMethod, LabelSpace};
 use crate::loss::{Criterion, CriterionConfig, LossTerms};
 use crate::model::{GroupFace, GroupFaceConfig, GroupFaceOutput};
 
@@ -53,6 +53,15 @@ impl<B: Backend> TrainModel<B> {
         }
     }
 
+    /// The same model with its labeler taking the expectation away in `space`.
+    pub fn with_label_space(self, space: LabelSpace) -> Self {
+        {
+            let mut labeler = self.labeler.lock().expect("labeler lock");
+            *labeler = labeler.clone().with_space(space);
+        }
+        self
+    }
+
     /// Forward pass and loss terms of one batch.
     ///
     /// # Shapes
@@ -65,8 +74,10 @@ impl<B: Backend> TrainModel<B> {
         labeler: &mut GroupLabeler,
     ) -> (GroupFaceOutput<B>, LossTerms<B>) {
         let output = self.model.forward(images);
-        let group_labels =
-            output.groups.as_ref().and_then(|groups| labeler.labels(groups.probs.clone()));
+        let group_labels = output
+            .groups
+            .as_ref()
+            .and_then(|groups| labeler.labels(labeler.space().scores(groups)));
         let terms = self.criterion.forward(&output, classes, group_labels);
         (output, terms)
     }

@@ -7,11 +7,12 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use common::*;
 use groupface::backbone::IResNetConfig;
-use groupface::labels::{self_distributed, GroupLabeler, LabelMethod};
+use groupface::data::rng::SplitMix64;
+use groupface::labels::{self_distributed, GroupLabeler, LabelMethod, LabelSpace};
 use groupface::loss::{
     arcface_target, sphereface_psi, CenterLossConfig, MarginKind, MarginSoftmaxConfig,
 };
-use groupface::model::{GroupFaceConfig, GroupMode};
+use groupface::model::{GroupFaceConfig, GroupMode, GroupOutput};
 use groupface::similarity::{group_aware_matrix, group_aware_rows, GroupAwareParams};
 use groupface::summary::ModelSummary;
 
@@ -56,7 +57,8 @@ fn window_estimator<B: AutodiffBackend>(device: &B::Device) {
     // K = 2, window 2. Batch means: b1 = (0.9, 0.1), b2 = mean((0.6,0.4),(0.4,0.6)) = (0.5, 0.5),
     // b3 = (0.2, 0.8).
     // After b1: E = (0.9, 0.1). After b2: E = (0.7, 0.3). After b3 (b1 leaves): E = (0.35, 0.65).
-    let mut labeler = GroupLabeler::new(LabelMethod::SelfDistributed, 2);
+    let mut labeler =
+        GroupLabeler::new(LabelMethod::SelfDistributed, 2).with_space(LabelSpace::Prob);
     let e1 = labeler.update(matrix::<B>(&[&[0.9, 0.1]], device));
     assert_close(&values(e1), &[0.9, 0.1], 1e-6, "E after b1");
     let e2 = labeler.update(matrix::<B>(&[&[0.6, 0.4], &[0.4, 0.6]], device));
@@ -83,7 +85,8 @@ fn window_estimator<B: AutodiffBackend>(device: &B::Device) {
     // The window survives a checkpoint round trip.
     let history = labeler.history();
     assert_eq!(history.len(), 2);
-    let mut restored = GroupLabeler::new(LabelMethod::SelfDistributed, 2);
+    let mut restored =
+        GroupLabeler::new(LabelMethod::SelfDistributed, 2).with_space(LabelSpace::Prob);
     restored.restore(&history);
     assert_close(
         &values(restored.expected::<B>(device).unwrap()),
@@ -99,6 +102,202 @@ fn window_estimator<B: AutodiffBackend>(device: &B::Device) {
 #[test]
 fn label_window_estimator_against_hand_computation() {
     on_cpu_backends!(window_estimator);
+}
+
+// ---------------------------------------------------------------- label balance
+
+/// A GDN output whose logits are `logits` (`[batch, K]`); only logits and probs matter to a
+/// labeler.
+fn group_output<B: Backend>(logits: Tensor<B, 2>) -> GroupOutput<B> {
+    let probs = burn::tensor::activation::softmax(logits.clone(), 1);
+    let [batch, _] = logits.dims();
+    let zeros = Tensor::zeros([batch, 1], &logits.device());
+    GroupOutput { logits, probs, feature: zeros.clone(), representations: None, aggregate: zeros }
+}
+
+/// One batch of a skewed, input-dependent stream: each input x has K independent coordinates
+/// (Irwin–Hall normals), the GDN is `z = b + σ·x` (a linear map with orthonormal rows, written
+/// in the basis of its rows) and the skew `b` favours some groups for every input.
+fn skewed_batch<B: Backend>(
+    rng: &mut SplitMix64,
+    bias: &[f32],
+    sigma: &[f32],
+    batch: usize,
+    device: &B::Device,
+) -> Tensor<B, 2> {
+    let k = bias.len();
+    let z: Vec<f32> = (0..batch * k).map(|i| bias[i % k] + sigma[i % k] * rng.normal()).collect();
+    Tensor::from_data(TensorData::new(z, [batch, k]), device)
+}
+
+/// The largest share among the labels of a stream's batches after its first `skip` batches.
+fn largest_share(labels: &[Vec<i64>], skip: usize, k: usize) -> f64 {
+    let mut counts = vec![0usize; k];
+    for label in labels.iter().skip(skip).flatten() {
+        counts[*label as usize] += 1;
+    }
+    let total: usize = counts.iter().sum();
+    *counts.iter().max().unwrap() as f64 / total as f64
+}
+
+/// Labels of `batches` batches of the skewed stream for one method and space.
+fn stream_labels<B: Backend>(
+    method: LabelMethod,
+    space: LabelSpace,
+    batch: usize,
+    batches: usize,
+    device: &B::Device,
+) -> Vec<Vec<i64>> {
+    // K = 32: group 0 is favoured by e^3 and group 1 by e^1.5 over the other 30, so the mean
+    // probability of group 0 is about 0.37 and naive labels put most samples there.
+    let mut bias = [0.0f32; 32];
+    bias[0] = 3.0;
+    bias[1] = 1.5;
+    labels_of_stream::<B>(method, space, &bias, &[0.5; 32], batch, batches, device)
+}
+
+/// Labels of `batches` batches of `z = bias + σ·x`, a labeler with a window of 32.
+fn labels_of_stream<B: Backend>(
+    method: LabelMethod,
+    space: LabelSpace,
+    bias: &[f32],
+    sigma: &[f32],
+    batch: usize,
+    batches: usize,
+    device: &B::Device,
+) -> Vec<Vec<i64>> {
+    let mut rng = SplitMix64::new(7);
+    let mut labeler = GroupLabeler::new(method, 32).with_space(space);
+    (0..batches)
+        .map(|_| {
+            let groups = group_output(skewed_batch::<B>(&mut rng, bias, sigma, batch, device));
+            let labels = labeler.labels(space.scores(&groups)).expect("labels");
+            labels.into_data().iter::<i64>().collect()
+        })
+        .collect()
+}
+
+fn skewed_stream_balance<B: AutodiffBackend>(device: &B::Device) {
+    // 96 batches of 64; the first 32 fill the E window, the other 64 (4,096 labels) count.
+    let share =
+        |method, space| largest_share(&stream_labels::<B>(method, space, 64, 96, device), 32, 32);
+    let naive = share(LabelMethod::Naive, LabelSpace::Log);
+    assert!(naive > 0.5, "the stream is skewed: naive labels put {naive} in one group");
+    // In log space, log p_k − E[log p_k] = σ(x_k − E[x_k]) minus one constant per row, whatever
+    // b is, so with the exact E every group wins the argmax with probability 1/K: the x_k are
+    // independent and identically distributed. Each group's count of N = 4,096 labels is then
+    // Binomial(N, 1/K), and Hoeffding's bound with a union over the K groups gives
+    // P(largest share > 1/K + t) <= K·exp(−2·N·t²) = 32·exp(−7.4) = 0.02 for t = 0.03. The
+    // window's estimate of E (2,048 samples, error about σ/45 = 0.011 per group) moves a
+    // group's chance of winning by well under t. A NumPy model of the stream (three seeds)
+    // gives 0.036 to 0.038; the test prints what it measures.
+    let log = share(LabelMethod::SelfDistributed, LabelSpace::Log);
+    assert!(log <= 1.0 / 32.0 + 0.03, "log-space labels: largest share {log}");
+    // The paper's formula takes E away from p itself. A softmax moves p_k by p_k·(dz_k − Σ p_j
+    // dz_j), so group 0 (E[p_0] ≈ 0.37) varies about ten times as much as a group at 0.02
+    // and keeps the argmax of p − E for most samples where its noise is positive: 0.38 to
+    // 0.39 in the NumPy model, near E[p_0] itself, so the self-grouping loss then teaches the
+    // GDN the skew it already has. This is what the book's diagnosis of the collapse rests on.
+    let prob = share(LabelMethod::SelfDistributed, LabelSpace::Prob);
+    eprintln!("skewed stream, largest label share: naive {naive}, log {log}, prob {prob}");
+    assert!(prob > 0.25, "the paper's formula does not balance this stream: {prob}");
+}
+
+#[test]
+fn self_distributed_labels_balance_a_skewed_stream_in_log_space() {
+    on_cpu_backends!(skewed_stream_balance);
+}
+
+fn uneven_spread<B: AutodiffBackend>(device: &B::Device) {
+    // K = 32 with no skew of the means, but group 1's logits spread 4 times as much (σ = 1.2
+    // against 0.3) and group 2's twice: the way a GDN trained on its own labels grows the
+    // weights of the group that wins. Taking E away in log space leaves group 1 the argmax
+    // whenever its larger noise is high: about 0.29 of the samples (measured below). `zlog`
+    // divides each group's deviation by its spread over the window. This is not exact, since
+    // the softmax's normaliser lse(z), one constant per row, is divided by a different σ_k in
+    // each group. A NumPy model of this stream (the same generator and window, six seeds)
+    // leaves a largest share of 0.060 to 0.070 with `zlog` and 0.30 with `log`; the test
+    // bounds `zlog` at 3/K = 0.094, the share the training runs are held to, and prints both.
+    let bias = [0.0f32; 32];
+    let mut sigma = [0.3f32; 32];
+    sigma[1] = 1.2;
+    sigma[2] = 0.6;
+    let share = |space| {
+        let labels = labels_of_stream::<B>(
+            LabelMethod::SelfDistributed,
+            space,
+            &bias,
+            &sigma,
+            64,
+            96,
+            device,
+        );
+        largest_share(&labels, 32, 32)
+    };
+    let log = share(LabelSpace::Log);
+    assert!(log > 0.2, "log space leaves the widest-spread group ahead: {log}");
+    let zlog = share(LabelSpace::Zlog);
+    eprintln!("uneven spread, largest label share: log {log}, zlog {zlog}");
+    assert!(zlog <= 3.0 / 32.0, "zlog: largest share {zlog}");
+}
+
+#[test]
+fn standardised_labels_balance_groups_of_uneven_spread() {
+    on_cpu_backends!(uneven_spread);
+}
+
+fn more_groups_than_samples<B: AutodiffBackend>(device: &B::Device) {
+    // K = 32 and batches of 8: a batch cannot hold every group, but the window (32 batches,
+    // 256 samples) still estimates E. 544 batches; the last 512 (4,096 labels) count. The
+    // window's error is about σ/16 = 0.03 per group, so a group's chance of winning moves by
+    // up to about 0.01 (the density of the winning margin times the error), still within the
+    // t = 0.03 of the test above. The NumPy model gives 0.036 to 0.039.
+    let labels = stream_labels::<B>(LabelMethod::SelfDistributed, LabelSpace::Log, 8, 544, device);
+    let share = largest_share(&labels, 32, 32);
+    eprintln!("K = 32, batches of 8, largest label share: {share}");
+    assert!(share <= 1.0 / 32.0 + 0.03, "K > batch: largest share {share}");
+}
+
+#[test]
+fn self_distributed_labels_balance_with_more_groups_than_samples() {
+    on_cpu_backends!(more_groups_than_samples);
+}
+
+fn ties_and_saturation<B: AutodiffBackend>(device: &B::Device) {
+    // Identical rows: the first batch's E is its own mean, so every row equals E and all K
+    // groups tie. Ties go round the groups by row: 0, 1, 2, 3, 0, ... An argmax taking the
+    // first of equal values would give all 64 samples group 0.
+    let rows: [&[f32]; 64] = [&[2.0, 0.5, 0.5, 0.5]; 64];
+    for space in [LabelSpace::Prob, LabelSpace::Log, LabelSpace::Zlog] {
+        let mut labeler = GroupLabeler::new(LabelMethod::SelfDistributed, 32).with_space(space);
+        let groups = group_output(matrix::<B>(&rows, device));
+        let labels: Vec<i64> =
+            labeler.labels(space.scores(&groups)).unwrap().into_data().iter().collect();
+        let want: Vec<i64> = (0..64).map(|i| i % 4).collect();
+        assert_eq!(labels, want, "{space} space, identical rows");
+    }
+    // Saturated rows: 48 one-hot on group 0 (logit 60: p_0 = 1 in f32), 16 on group 1. In
+    // prob space a row on group 0 gives p − E = (1 − 0.75, −0.25, 0, 0), in log space
+    // z − E[z] = (60 − 45, −15, 0, 0) (up to a constant per row): group 0 either way, and
+    // likewise group 1 for the others. No shift by one E per group can move a one-hot row, so
+    // once p saturates, labels follow it and a skew stays: the labeler cannot undo what the
+    // GDN has learned, only keep it from learning a skew while p is soft.
+    let mut rows: Vec<[f32; 4]> = vec![[60.0, 0.0, 0.0, 0.0]; 48];
+    rows.extend(vec![[0.0, 60.0, 0.0, 0.0]; 16]);
+    let rows: Vec<&[f32]> = rows.iter().map(|r| r.as_slice()).collect();
+    for space in [LabelSpace::Prob, LabelSpace::Log] {
+        let mut labeler = GroupLabeler::new(LabelMethod::SelfDistributed, 32).with_space(space);
+        let groups = group_output(matrix::<B>(&rows, device));
+        let labels: Vec<i64> =
+            labeler.labels(space.scores(&groups)).unwrap().into_data().iter().collect();
+        let want: Vec<i64> = (0..64).map(|i| i64::from(i >= 48)).collect();
+        assert_eq!(labels, want, "{space} space, saturated rows");
+    }
+}
+
+#[test]
+fn self_distributed_labels_spread_ties_and_keep_saturated_rows() {
+    on_cpu_backends!(ties_and_saturation);
 }
 
 // ---------------------------------------------------------------- margin losses
@@ -473,6 +672,11 @@ fn old_config_files_load_with_the_added_fields_defaulted() {
     value["eval"].as_object_mut().unwrap().remove("distractors");
     std::fs::write(&path, serde_json::to_string(&value).unwrap()).unwrap();
     assert_eq!(groupface::train::read_config(&path).unwrap().eval.distractors, 200);
+    // Written before `label_space` existed: those runs took E away from p (the paper's print).
+    value.as_object_mut().unwrap().remove("label_space");
+    std::fs::write(&path, serde_json::to_string(&value).unwrap()).unwrap();
+    let old = groupface::train::read_config(&path).unwrap();
+    assert_eq!(old.label_space, groupface::labels::LabelSpace::Prob);
     // A field that always existed is still required, and the error names the file and field.
     value.as_object_mut().unwrap().remove("epochs");
     std::fs::write(&path, serde_json::to_string(&value).unwrap()).unwrap();

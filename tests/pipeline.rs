@@ -5,9 +5,9 @@
 mod common;
 
 use common::{backend, quiet_run, small_eval, temp_dir, tiny_config};
-use groupface::ablation::{parse_groups, run_grid, write_outputs, Grid, Preset};
+use groupface::ablation::{parse_groups, run_grid, write_outputs, Grid, Preset, Recipe};
 use groupface::evaluate::{evaluate_run, EmbedJob, EvalData, EvalJob};
-use groupface::labels::LabelMethod;
+use groupface::labels::{LabelMethod, LabelSpace};
 use groupface::model::{Combine, GroupMode};
 use groupface::similarity::SimilarityKind;
 use groupface::train::train;
@@ -218,10 +218,13 @@ fn ablation_grid_expands_and_skips_finished_runs() {
         modes: vec![GroupMode::Soft],
         combines: vec![Combine::Sum],
         labels: vec![LabelMethod::SelfDistributed],
+        label_spaces: vec![LabelSpace::Zlog],
+        recipe: Recipe::Scratch,
+        finetune_lr: Some(0.005),
         similarities: vec![SimilarityKind::Plain, SimilarityKind::GroupAware],
         seeds: 2,
         epochs: Some(1),
-        identities: Some(8),
+        identities: vec![8],
         images_per_identity: Some(5),
         eval: Some(small_eval()),
     };
@@ -263,6 +266,34 @@ fn ablation_grid_expands_and_skips_finished_runs() {
         again[3].report.plain.verification.accuracy,
         results[3].report.plain.verification.accuracy
     );
+
+    // The same grid under the paper's recipe, one seed: the pretraining run is the seed's
+    // scratch baseline, already in the runs folder and read back, and both arms (the baseline
+    // too) are fine-tuned from it at finetune_lr.
+    let pretrained = Grid { recipe: Recipe::Pretrained, seeds: 1, ..grid.clone() };
+    let pre: Vec<String> = pretrained.pretraining_runs().iter().map(|r| r.id()).collect();
+    assert_eq!(pre, ["tiny-baseline-seed0"]);
+    let ids: Vec<String> = pretrained.runs().iter().map(|r| r.id()).collect();
+    assert_eq!(
+        ids,
+        [
+            "tiny-baseline-pretrained-seed0",
+            "tiny-groups2-soft-sum-self-distributed-pretrained-seed0"
+        ]
+    );
+    let tuned = run_grid(&pretrained, &out.join("runs"), backend(), 0, 2).unwrap();
+    assert_eq!(tuned.len(), 2);
+    assert_eq!(before, mtime(&out.join("runs").join(&pre[0]).join("model.mpk")));
+    for id in &ids {
+        let config =
+            groupface::train::read_config(&out.join("runs").join(id).join("config.json")).unwrap();
+        let init = out.join("runs").join(&pre[0]).display().to_string();
+        assert_eq!((config.init.as_deref(), config.lr), (Some(init.as_str()), 0.005), "{id}");
+    }
+    // A grid-wide key changed under the same ids is another run, not the one on disk.
+    let other = Grid { epochs: Some(2), ..grid.clone() };
+    let err = run_grid(&other, &out.join("runs"), backend(), 0, 2).unwrap_err();
+    assert!(err.contains("other settings") && err.contains("epochs"), "{err}");
     let _ = std::fs::remove_dir_all(&out);
 }
 

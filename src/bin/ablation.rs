@@ -4,9 +4,10 @@
 
 use std::path::PathBuf;
 
-use groupface::ablation::{parse_groups, run_grid, write_outputs, Grid, Preset};
+use groupface::ablation::{parse_groups, run_config, run_grid, write_outputs, Grid, Preset};
 use groupface::backend::DEFAULT_BACKEND_HELP;
 use groupface::cli::{CliError, Key, Spec};
+use groupface::evaluate::SynthEvalConfig;
 
 fn spec() -> Spec {
     let key = |name, default, accepts, help| Key { name, default, accepts, help };
@@ -36,6 +37,26 @@ fn spec() -> Spec {
                 "group label methods",
             ),
             key(
+                "label_space",
+                Some("zlog"),
+                "list of prob|log|zlog",
+                "where self-distributed labels take E away: p (the paper's print), log p, or log p standardised per group",
+            ),
+            key(
+                "recipe",
+                Some("scratch"),
+                "scratch|pretrained",
+                "train every arm from scratch, or fine-tune every arm (the baseline too) from the \
+                 seed's baseline trained from scratch",
+            ),
+            key(
+                "finetune_lr",
+                None,
+                "number > 0",
+                "base learning rate of the pretrained recipe's fine-tuning (default: the paper's \
+                 0.005 at batch 1024, scaled to the preset's batch: 0.0003125 for tiny)",
+            ),
+            key(
                 "similarity",
                 Some("plain,group-aware"),
                 "list of plain|group-aware",
@@ -43,12 +64,29 @@ fn spec() -> Spec {
             ),
             key("seeds", Some("3"), "integer >= 1", "seeds per setting: 0..seeds"),
             key("epochs", None, "integer > 0", "epochs of every run (preset's if absent)"),
-            key("identities", None, "integer >= 2", "training identities (preset's if absent)"),
+            key(
+                "identities",
+                None,
+                "list of integers >= 2",
+                "training identities, one sweep point each (preset's if absent)",
+            ),
             key(
                 "images_per_identity",
                 None,
                 "integer >= 3",
                 "images per training identity (preset's if absent)",
+            ),
+            key(
+                "eval_identities",
+                None,
+                "integer >= 2",
+                "held-out identities (preset's if absent)",
+            ),
+            key(
+                "eval_images",
+                None,
+                "integer >= 2",
+                "images per held-out identity (preset's if absent)",
             ),
             key("out", Some("runs/ablation"), "a folder", "where the tables and plots go"),
             key(
@@ -92,12 +130,32 @@ fn run() -> Result<(), CliError> {
         modes: args.get_list("mode")?,
         combines: args.get_list("combine")?,
         labels: args.get_list("labels")?,
+        label_spaces: args.get_list("label_space")?,
+        recipe: args.get("recipe")?,
+        finetune_lr: args.get_opt("finetune_lr")?,
         similarities: args.get_list("similarity")?,
         seeds,
         epochs: args.get_opt("epochs")?,
-        identities: args.get_opt("identities")?,
+        identities: args.get_list("identities")?,
         images_per_identity: args.get_opt("images_per_identity")?,
         eval: None,
+    };
+    let eval_identities: Option<usize> = args.get_opt("eval_identities")?;
+    let eval_images: Option<usize> = args.get_opt("eval_images")?;
+    let grid = if eval_identities.is_some() || eval_images.is_some() {
+        // The preset's evaluation with the given sizes (the tiny and small presets differ).
+        let preset_eval = match grid.runs().first().map(|r| grid.config(r)) {
+            Some(Ok(config)) => config.eval,
+            _ => SynthEvalConfig::new(),
+        };
+        let eval = SynthEvalConfig {
+            identities: eval_identities.unwrap_or(preset_eval.identities),
+            images_per_identity: eval_images.unwrap_or(preset_eval.images_per_identity),
+            ..preset_eval
+        };
+        Grid { eval: Some(eval), ..grid }
+    } else {
+        grid
     };
     // Every setting must build before anything trains.
     let runs = grid.runs();
@@ -108,21 +166,34 @@ fn run() -> Result<(), CliError> {
             accepts: e.expected.clone(),
         })?;
     }
+    let out: PathBuf = args.get("out")?;
+    let runs_dir: PathBuf = args.get_opt("runs")?.unwrap_or_else(|| out.join("runs"));
     if args.flag("--dry-run") {
-        for run in &runs {
-            println!("{}", run.id());
+        let pretraining = grid.pretraining_runs();
+        for pre in &pretraining {
+            println!("pretraining {}", pre.id());
+            for run in runs.iter().filter(|r| r.pretraining().as_ref() == Some(pre)) {
+                println!("  {}", run.id());
+            }
         }
-        println!("{} runs", runs.len());
+        if pretraining.is_empty() {
+            for run in &runs {
+                println!("{}", run.id());
+            }
+        }
+        println!("{} pretraining runs, {} runs", pretraining.len(), runs.len());
         return Ok(());
     }
+    // The paths that fine-tuned runs start from must build too.
+    for run in &runs {
+        run_config(&grid, run, &runs_dir).map_err(CliError::Run)?;
+    }
     let backend = groupface::cli::backend(&args)?;
-    let out: PathBuf = args.get("out")?;
     let device: usize = args.get("device")?;
     let command = std::iter::once("cargo run --release --bin ablation --".to_string())
         .chain(std::env::args().skip(1))
         .collect::<Vec<_>>()
         .join(" ");
-    let runs_dir: PathBuf = args.get_opt("runs")?.unwrap_or_else(|| out.join("runs"));
     let jobs: usize = match args.get_opt("jobs")? {
         Some(0) => return Err(args.bad("jobs", "0")),
         Some(n) => n,

@@ -27,6 +27,12 @@ fn spec() -> Spec {
             "group labels of the self-grouping loss",
         ),
         key("label_window", Some("32"), "integer >= 1", "batches in the E[p] window"),
+        key(
+            "label_space",
+            Some("zlog"),
+            "prob|log|zlog",
+            "self-distributed labels: E taken away from p (the paper's print), from log p, or from log p standardised per group",
+        ),
         key("lambda", Some("0.1"), "number >= 0", "weight of the self-grouping loss"),
         key(
             "margin",
@@ -56,7 +62,13 @@ fn spec() -> Spec {
         key("data_seed", Some("0"), "integer", "seed of the synthetic identities"),
         key("epochs", Some("3"), "integer > 0", "epochs"),
         key("batch", Some("64"), "integer >= 2", "images per batch (per device)"),
-        key("lr", Some("0.1"), "number > 0", "base learning rate"),
+        key(
+            "lr",
+            None,
+            "number > 0",
+            "base learning rate (default 0.1 per 512 images of the global batch, arcface_torch's \
+             rate: 0.0125 at batch=64)",
+        ),
         key(
             "schedule",
             Some("constant"),
@@ -194,10 +206,17 @@ fn config_from_args(args: &cli::Args) -> Result<TrainConfig, CliError> {
     let config = TrainConfig::new(model, criterion, data)
         .with_labels(args.get("labels")?)
         .with_label_window(args.get("label_window")?)
+        .with_label_space(args.get("label_space")?)
         .with_valid_images_per_identity(args.get("valid_images_per_identity")?)
         .with_epochs(args.get("epochs")?)
         .with_batch(args.get("batch")?)
-        .with_lr(args.get("lr")?)
+        .with_lr(match args.get_opt("lr")? {
+            Some(lr) => lr,
+            None => {
+                let replicas: usize = args.get::<usize>("devices")? * args.get::<usize>("nodes")?;
+                train::reference_lr(args.get::<usize>("batch")? * replicas)
+            }
+        })
         .with_schedule(args.get("schedule")?)
         .with_warmup(args.get("warmup")?)
         .with_step_epochs(args.get_list("step_epochs")?)
