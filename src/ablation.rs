@@ -547,8 +547,7 @@ fn last_label_share(dir: &Path) -> Option<f64> {
     lines
         .filter(|l| l.split(',').nth(1) == Some("train"))
         .filter_map(|l| l.split(',').nth(column)?.parse::<f64>().ok())
-        .filter(|v| v.is_finite())
-        .next_back()
+        .rfind(|v| v.is_finite())
 }
 
 /// One run of the grid, or its earlier result; with the line to print.
