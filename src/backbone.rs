@@ -11,6 +11,7 @@ use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 
 use crate::activation::{PRelu, PReluConfig};
+use crate::conv::{conv2d, ConvBackend};
 use crate::error::ConfigError;
 use crate::norm::{BatchNorm, BatchNormConfig};
 
@@ -251,18 +252,18 @@ pub struct IBasicBlock<B: Backend> {
     pub downsample: Option<Downsample<B>>,
 }
 
-impl<B: Backend> IBasicBlock<B> {
+impl<B: ConvBackend> IBasicBlock<B> {
     /// # Shapes
     /// - `x`: `[batch, input, h, w]`
     /// - output: `[batch, output, h / stride, w / stride]`
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let identity = match &self.downsample {
-            Some(down) => down.bn.forward(down.conv.forward(x.clone())),
+            Some(down) => down.bn.forward(conv2d(&down.conv, x.clone())),
             None => x.clone(),
         };
-        let out = self.conv1.forward(self.bn1.forward(x));
+        let out = conv2d(&self.conv1, self.bn1.forward(x));
         let out = self.act.forward(self.bn2.forward(out));
-        let out = self.bn3.forward(self.conv2.forward(out));
+        let out = self.bn3.forward(conv2d(&self.conv2, out));
         // insightface applies no activation after the add.
         out + identity
     }
@@ -289,12 +290,12 @@ pub struct IResNet<B: Backend> {
     pub features: BatchNorm<B>,
 }
 
-impl<B: Backend> IResNet<B> {
+impl<B: ConvBackend> IResNet<B> {
     /// # Shapes
     /// - `images`: `[batch, 3, side, side]`, pixels normalised to [-1, 1]
     /// - output: `[batch, output_width]`
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
-        let x = self.stem.forward(images);
+        let x = conv2d(&self.stem, images);
         let mut x = self.stem_act.forward(self.stem_bn.forward(x));
         for block in &self.blocks {
             x = block.forward(x);

@@ -1,6 +1,7 @@
 //! The one place where a backend is chosen.
 //!
-//! Library code is generic over `B: Backend` (training over `B: AutodiffBackend`). A binary
+//! Library code is generic over `B: Backend` (`B: ConvBackend` where the model runs, training
+//! over `B: TrainBackend`, see [`crate::conv`]). A binary
 //! reads the `backend=` key, and [`run`] monomorphises a [`BackendJob`] for that backend. Only
 //! the backends compiled in (cargo features `ndarray`, `flex`, `wgpu`, `cuda`) are accepted.
 //! Devices are always passed explicitly, so a build with `cuda` compiled in never moves a CPU
@@ -11,6 +12,8 @@ use std::str::FromStr;
 
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
+
+use crate::conv::TrainBackend;
 
 /// A backend that can be selected with `backend=`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,7 +106,7 @@ pub trait BackendJob {
     /// What the job returns.
     type Output;
     /// Runs the job on backend `B` and device `device`.
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output;
+    fn run<B: TrainBackend>(self, device: B::Device) -> Self::Output;
 }
 
 /// The autodiff ndarray backend.
@@ -167,7 +170,7 @@ struct Prepared<J> {
 impl<J: BackendJob> BackendJob for Prepared<J> {
     type Output = Result<J::Output, String>;
 
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+    fn run<B: TrainBackend>(self, device: B::Device) -> Self::Output {
         use burn::tensor::{DType, Element};
         if self.precision == Precision::Bf16 {
             let int = <B::IntElem as Element>::dtype();

@@ -9,6 +9,7 @@ use burn::tensor::Distribution;
 use serde::Serialize;
 
 use crate::backend::{BackendJob, Precision};
+use crate::conv::TrainBackend;
 use crate::labels::{GroupLabeler, LabelMethod};
 use crate::loss::{CriterionConfig, MarginSoftmaxConfig};
 use crate::model::GroupFaceConfig;
@@ -77,7 +78,7 @@ pub fn peak_rss_bytes() -> Option<u64> {
 impl BackendJob for BenchCase {
     type Output = BenchResult;
 
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> BenchResult {
+    fn run<B: TrainBackend>(self, device: B::Device) -> BenchResult {
         B::seed(&device, 0);
         let criterion =
             CriterionConfig::new(MarginSoftmaxConfig::new(self.classes, self.model.output_width()));
@@ -174,7 +175,7 @@ pub struct Rank1BenchResult {
 impl BackendJob for Rank1Bench {
     type Output = Result<Rank1BenchResult, String>;
 
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+    fn run<B: TrainBackend>(self, device: B::Device) -> Self::Output {
         use crate::data::rng::SplitMix64;
         use crate::eval::Matrix;
         use crate::identify::Rank1Search;
@@ -277,7 +278,7 @@ pub struct ForwardResult {
 impl BackendJob for ForwardBench {
     type Output = Result<ForwardResult, String>;
 
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+    fn run<B: TrainBackend>(self, device: B::Device) -> Self::Output {
         type Inner<B> = <B as AutodiffBackend>::InnerBackend;
         self.model.validate().map_err(|e| e.to_string())?;
         if self.batch == 0 || self.steps == 0 {

@@ -6,6 +6,7 @@
 
 use burn::prelude::*;
 
+use crate::conv::ConvBackend;
 use crate::data::dataset::to_chw;
 use crate::model::{GroupFace, GroupMode};
 
@@ -119,7 +120,7 @@ impl Embeddings {
 ///
 /// `mode` overrides the model's ensemble at inference (hard inference of a soft-trained
 /// model); `None` keeps the trained mode.
-pub fn embed_pixels<'a, B: Backend>(
+pub fn embed_pixels<'a, B: ConvBackend>(
     model: &GroupFace<B>,
     images: impl IntoIterator<Item = &'a [u8]>,
     side: usize,

@@ -14,6 +14,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::groups as group_stats;
+use crate::conv::{ConvBackend, TrainBackend};
 use crate::data::rng::{hash3, SplitMix64};
 use crate::data::source::{FaceSource, SourceSplit};
 use crate::data::synth::{SynthConfig, SynthFaces, ATTRIBUTE_NAMES};
@@ -133,7 +134,7 @@ impl RunReport {
 
 /// Rank-1 identification on held-out identities: gallery = image 0 of each, probes = the
 /// rest, against a growing number of distractors (one image each of further identities).
-fn held_out_rank1<B: Backend>(
+fn held_out_rank1<B: ConvBackend>(
     model: &GroupFace<B>,
     held: &HeldOut,
     embeddings: &Embeddings,
@@ -310,7 +311,7 @@ impl HeldOut {
     }
 
     /// Embeddings `f(img) + f(flip(img))` of every held-out image.
-    pub fn embed<B: Backend>(
+    pub fn embed<B: ConvBackend>(
         &self,
         model: &GroupFace<B>,
         batch: usize,
@@ -388,7 +389,11 @@ impl VerificationProbe {
 
     /// Accuracy (fraction) of `model` on the held-out pairs; `None` if the protocol cannot be
     /// computed (embeddings that are not finite).
-    pub fn accuracy<B: Backend>(&self, model: &GroupFace<B>, device: &B::Device) -> Option<f64> {
+    pub fn accuracy<B: ConvBackend>(
+        &self,
+        model: &GroupFace<B>,
+        device: &B::Device,
+    ) -> Option<f64> {
         let embeddings = self.held.embed(model, self.batch, self.mode, device);
         plain_verification(&embeddings, &self.held.pairs).ok().map(|r| r.accuracy)
     }
@@ -535,7 +540,7 @@ fn similarity_report<B: Backend>(
 
 /// Evaluates `model` on held-out identities of the generator `data` (see [`HeldOut::synthetic`]
 /// and [`evaluate_held_out`]).
-pub fn evaluate_synthetic<B: Backend>(
+pub fn evaluate_synthetic<B: ConvBackend>(
     model: &GroupFace<B>,
     data: &SynthConfig,
     config: &SynthEvalConfig,
@@ -558,7 +563,7 @@ pub fn evaluate_synthetic<B: Backend>(
 /// held-out faces per group) and `projection.svg` (Fig. 4: PCA of the embeddings of ten
 /// identities, coloured by identity, marked by group). Agreement of the groups with hidden
 /// attributes is measured for synthetic faces only.
-pub fn evaluate_held_out<B: Backend>(
+pub fn evaluate_held_out<B: ConvBackend>(
     model: &GroupFace<B>,
     held: &HeldOut,
     batch: usize,
@@ -841,7 +846,7 @@ impl crate::backend::BackendJob for EmbedJob {
     /// - `probs.npy`: float32 `[N, K]`, p(G|x), the mean over both views (GroupFace only);
     /// - `labels.txt`: the identity index of each row, so `eval embeddings= labels=` works;
     /// - `paths.txt`: the image path and identity folder of each row, tab-separated.
-    fn run<B: burn::tensor::backend::AutodiffBackend>(self, device: B::Device) -> Self::Output {
+    fn run<B: TrainBackend>(self, device: B::Device) -> Self::Output {
         use crate::eval::{npy, Matrix};
         let (_, architecture, model) =
             load_model::<B::InnerBackend>(&self.run, self.checkpoint.as_ref(), &device)?;
@@ -936,7 +941,7 @@ pub fn pairs_report(
 impl crate::backend::BackendJob for EvalJob {
     type Output = Result<RunReport, String>;
 
-    fn run<B: burn::tensor::backend::AutodiffBackend>(self, device: B::Device) -> Self::Output {
+    fn run<B: TrainBackend>(self, device: B::Device) -> Self::Output {
         let model = self.run.display().to_string();
         // Inference runs on the inner backend so BatchNorm uses its running statistics.
         let mut report = self.report::<B::InnerBackend>(device)?;
@@ -949,7 +954,7 @@ impl crate::backend::BackendJob for EvalJob {
 }
 
 impl EvalJob {
-    fn report<B: Backend>(self, device: B::Device) -> Result<RunReport, String> {
+    fn report<B: ConvBackend>(self, device: B::Device) -> Result<RunReport, String> {
         let (config, architecture, model) =
             load_model::<B>(&self.run, self.checkpoint.as_ref(), &device)?;
         let side = architecture.backbone.input_side;
@@ -1076,7 +1081,7 @@ pub struct IjbJob<'a> {
 /// summed per template, normalised; template pairs scored by cosine (and, for GroupFace, by
 /// group-aware similarity on media- then template-averaged v̂). TAR@FAR from the ROC of the
 /// template pairs; the k-fold protocol over the same pairs is reported alongside.
-pub fn evaluate_ijb<B: Backend>(
+pub fn evaluate_ijb<B: ConvBackend>(
     model: &GroupFace<B>,
     job: &IjbJob<'_>,
     mode: Option<GroupMode>,

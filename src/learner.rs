@@ -19,6 +19,7 @@ use burn::train::renderer::{
 };
 use burn::train::{InferenceStep, LearnerSummary, TrainOutput, TrainStep};
 
+use crate::conv::ConvBackend;
 use crate::data::dataset::FaceBatch;
 use crate::training::{clip_grad_norm, TrainModel};
 use burn::optim::GradientsParams;
@@ -306,7 +307,7 @@ impl Numeric for GroupFaceMetric {
     }
 }
 
-impl<B: Backend> TrainModel<B> {
+impl<B: ConvBackend> TrainModel<B> {
     /// One step's loss terms and metric inputs. `update_window` is false for validation, which
     /// labels groups with the current E[p] estimate without moving it.
     pub fn step_output(&self, batch: FaceBatch<B>, update_window: bool) -> StepOutput<B> {
@@ -354,7 +355,7 @@ impl<B: Backend> TrainModel<B> {
     }
 }
 
-impl<B: AutodiffBackend> TrainStep for TrainModel<B> {
+impl<B: AutodiffBackend + ConvBackend> TrainStep for TrainModel<B> {
     type Input = FaceBatch<B>;
     type Output = StepOutput<B>;
 
@@ -391,7 +392,7 @@ impl<B: AutodiffBackend> TrainStep for TrainModel<B> {
     }
 }
 
-impl<B: Backend> InferenceStep for TrainModel<B> {
+impl<B: ConvBackend> InferenceStep for TrainModel<B> {
     type Input = FaceBatch<B>;
     type Output = StepOutput<B>;
 

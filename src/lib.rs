@@ -6,7 +6,8 @@
 //! Everything here is generic over Burn's [`Backend`](burn::tensor::backend::Backend); the
 //! backend is picked once, in [`backend`], from the compiled cargo features and a `backend=` key.
 //!
-//! - [`backbone`]: insightface's IResNet (r18/r34/r50/r100 and CPU-sized presets).
+//! - [`backbone`]: insightface's IResNet (r18/r34/r50/r100 and CPU-sized presets);
+//!   [`conv`]: its convolution as a backend extension with its own gradient kernels.
 //! - [`model`]: the GroupFace head (instance FC, K group FCs, group decision network).
 //! - [`labels`]: naive and self-distributed group labels.
 //! - [`loss`]: ArcFace / CosFace / SphereFace / softmax margins, self-grouping loss, Center loss.
@@ -27,6 +28,7 @@ pub mod backend;
 pub mod bench;
 pub mod cli;
 pub mod cluster;
+pub mod conv;
 pub mod data;
 pub mod embed;
 pub mod error;

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::activation::{PRelu, PReluConfig};
 use crate::backbone::{IResNet, IResNetConfig, BN_EPS};
+use crate::conv::ConvBackend;
 use crate::error::ConfigError;
 use crate::norm::{BatchNorm, BatchNormConfig};
 
@@ -418,7 +419,9 @@ impl<B: Backend> GroupFace<B> {
     pub fn groups(&self) -> usize {
         self.head.as_ref().map_or(0, |h| h.group_fc.groups())
     }
+}
 
+impl<B: ConvBackend> GroupFace<B> {
     /// The forward pass in the configured mode.
     ///
     /// # Shapes

@@ -20,6 +20,7 @@ use std::time::Instant;
 
 use crate::backend::{BackendJob, BackendKind};
 use crate::cluster::{CollectiveStrategy, NodeLaunch};
+use crate::conv::TrainBackend;
 use crate::data::dataset::{ErrorLog, FaceItem, SynthDataset};
 use crate::data::loader::{EpochLoader, MissingHook};
 use crate::data::source::{FaceSource, SourceSplit};
@@ -651,7 +652,7 @@ fn prepare_run_dir(
 impl BackendJob for TrainRun {
     type Output = Result<TrainOutcome, String>;
 
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<TrainOutcome, String> {
+    fn run<B: TrainBackend>(self, device: B::Device) -> Result<TrainOutcome, String> {
         let config = self.config;
         config.validate().map_err(|e| e.to_string())?;
         match (&self.node, config.nodes) {

@@ -9,6 +9,7 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::Interrupter;
 
+use crate::conv::ConvBackend;
 use crate::labels::{GroupLabeler, LabelMethod, LabelSpace};
 use crate::loss::{Criterion, CriterionConfig, LossTerms};
 use crate::model::{GroupFace, GroupFaceConfig, GroupFaceOutput};
@@ -61,7 +62,9 @@ impl<B: Backend> TrainModel<B> {
         }
         self
     }
+}
 
+impl<B: ConvBackend> TrainModel<B> {
     /// Forward pass and loss terms of one batch.
     ///
     /// # Shapes
@@ -84,7 +87,7 @@ impl<B: Backend> TrainModel<B> {
 }
 
 /// One plain SGD step (forward, backward, update); the building block of the benchmark.
-pub fn sgd_step<B: AutodiffBackend, O: Optimizer<TrainModel<B>, B>>(
+pub fn sgd_step<B: AutodiffBackend + ConvBackend, O: Optimizer<TrainModel<B>, B>>(
     model: TrainModel<B>,
     optimizer: &mut O,
     images: Tensor<B, 4>,

@@ -7,6 +7,7 @@ mod common;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use common::*;
+use groupface::conv::TrainBackend;
 use groupface::loss::{MarginSoftmax, MarginSoftmaxConfig};
 use groupface::model::GroupFaceConfig;
 use groupface::summary::ModelSummary;
@@ -53,7 +54,7 @@ fn deep_tiny(groups: usize) -> GroupFaceConfig {
 }
 // ANCHOR_END: custom_backbone
 
-fn deep<B: AutodiffBackend>(device: &B::Device) {
+fn deep<B: TrainBackend>(device: &B::Device) {
     let config = deep_tiny(4);
     config.validate().expect("a valid configuration");
     let model = config.init::<B>(device);

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use burn::prelude::*;
 use burn_store::{ModuleStore, SafetensorsStore};
 use groupface::backbone::IResNetConfig;
+use groupface::conv::ConvBackend;
 use groupface::interop::{export_safetensors, load_into, Layout};
 use groupface::model::{argmax_rows, Combine, GroupFace, GroupFaceConfig, GroupMode};
 
@@ -87,7 +88,7 @@ fn images<Bk: Backend>(
     Tensor::from_data(io["images"].1.clone().convert::<f32>(), device)
 }
 
-fn insightface_parity<Bk: Backend>(device: &Bk::Device) {
+fn insightface_parity<Bk: ConvBackend>(device: &Bk::Device) {
     let io = io();
     for file in ["iresnet.pt", "iresnet.safetensors"] {
         let config = baseline_config();
@@ -108,7 +109,7 @@ fn insightface_iresnet_reproduces_pytorch() {
     insightface_parity::<burn::backend::NdArray<f32>>(&burn::backend::ndarray::NdArrayDevice::Cpu);
 }
 
-fn groupface_parity<Bk: Backend>(device: &Bk::Device) {
+fn groupface_parity<Bk: ConvBackend>(device: &Bk::Device) {
     let io = io();
     for file in ["groupface.pt", "groupface.safetensors"] {
         for (prefix, mode, combine) in [

@@ -5,8 +5,8 @@ mod common;
 
 use burn::module::{AutodiffModule, Param};
 use burn::prelude::*;
-use burn::tensor::backend::AutodiffBackend;
 use common::*;
+use groupface::conv::TrainBackend;
 use groupface::model::{Combine, GroupFace, GroupFaceConfig, GroupFaceOutput, GroupMode};
 use groupface::summary::{trainable_params, ModelSummary};
 
@@ -45,7 +45,7 @@ fn check_shapes<B: Backend>(out: &GroupFaceOutput<B>, config: &GroupFaceConfig, 
     }
 }
 
-fn shapes_every_combination<B: AutodiffBackend>(device: &B::Device) {
+fn shapes_every_combination<B: TrainBackend>(device: &B::Device) {
     for groups in [0, 1, 4, 32] {
         for mode in [GroupMode::Soft, GroupMode::Hard] {
             for combine in [Combine::Sum, Combine::Concat] {
@@ -68,7 +68,7 @@ fn shapes_for_every_mode_combine_and_group_count() {
     on_cpu_backends!(shapes_every_combination);
 }
 
-fn concat_doubles_width<B: AutodiffBackend>(device: &B::Device) {
+fn concat_doubles_width<B: TrainBackend>(device: &B::Device) {
     let sum = GroupFaceConfig::tiny(4);
     let concat = GroupFaceConfig::tiny(4).with_combine(Combine::Concat);
     assert_eq!(concat.output_width(), 2 * sum.output_width());
@@ -96,7 +96,7 @@ fn force_group<B: Backend>(model: GroupFace<B>, group: usize, device: &B::Device
     model
 }
 
-fn soft_equals_hard_on_one_hot<B: AutodiffBackend>(device: &B::Device) {
+fn soft_equals_hard_on_one_hot<B: TrainBackend>(device: &B::Device) {
     let config = GroupFaceConfig::tiny(4);
     let model = force_group(config.init::<B>(device), 2, device);
     let x = images::<B>(BATCH, 32, device);
@@ -124,7 +124,7 @@ fn soft_mode_equals_hard_mode_when_p_is_one_hot() {
     on_cpu_backends!(soft_equals_hard_on_one_hot);
 }
 
-fn hard_inference_matches_selected_rows<B: AutodiffBackend>(device: &B::Device) {
+fn hard_inference_matches_selected_rows<B: TrainBackend>(device: &B::Device) {
     // With a mix of groups per sample, hard inference must pick each sample's own group.
     let config = GroupFaceConfig::tiny(4).with_mode(GroupMode::Hard);
     let model = config.init::<B>(device).valid();
@@ -147,7 +147,7 @@ fn hard_inference_selects_each_samples_group() {
     on_cpu_backends!(hard_inference_matches_selected_rows);
 }
 
-fn params_match_summary<B: AutodiffBackend>(device: &B::Device) {
+fn params_match_summary<B: TrainBackend>(device: &B::Device) {
     for config in [
         GroupFaceConfig::tiny(0),
         GroupFaceConfig::tiny(4),
@@ -170,7 +170,7 @@ fn parameter_count_of_built_model_matches_the_summary() {
 #[test]
 fn baseline_is_a_plain_backbone() {
     // groups=0 builds no head; the embedding is the backbone output.
-    fn body<B: AutodiffBackend>(device: &B::Device) {
+    fn body<B: TrainBackend>(device: &B::Device) {
         let config = GroupFaceConfig::tiny(0);
         let model: GroupFace<B> = config.init(device);
         assert!(model.head.is_none());

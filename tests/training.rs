@@ -11,8 +11,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use burn::optim::GradientsParams;
-use burn::tensor::backend::AutodiffBackend;
 use common::*;
+use groupface::conv::TrainBackend;
 use groupface::labels::{GroupLabeler, LabelMethod};
 use groupface::loss::{CriterionConfig, MarginSoftmaxConfig};
 use groupface::model::GroupFaceConfig;
@@ -176,7 +176,7 @@ fn a_loss_that_is_not_finite_stops_the_run_and_keeps_the_last_checkpoint() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn clipping<B: AutodiffBackend>(device: &B::Device) {
+fn clipping<B: TrainBackend>(device: &B::Device) {
     let model = TrainModel::<B>::new(
         &GroupFaceConfig::tiny(4),
         &CriterionConfig::new(MarginSoftmaxConfig::new(6, GroupFaceConfig::tiny(4).output_width())),
