@@ -176,6 +176,9 @@ pub struct Grid {
     pub seeds: u64,
     /// Epochs of every run (the preset's when `None`).
     pub epochs: Option<usize>,
+    /// Batches in the E[p] window of every run's self-distributed labels (`TrainConfig`'s
+    /// default when `None`).
+    pub label_window: Option<usize>,
     /// Training identities: the preset's when empty, every run's when one, and one sweep
     /// point each (a dimension of the grid, named in the run ids) when several.
     pub identities: Vec<usize>,
@@ -369,6 +372,10 @@ impl Grid {
             .with_schedule(ScheduleKind::Linear)
             .with_seed(run.seed)
             .with_eval(eval);
+        let config = match self.label_window {
+            Some(window) => config.with_label_window(window),
+            None => config,
+        };
         if let Some(rate) = self.finetune_lr.filter(|r| !(r.is_finite() && *r > 0.0)) {
             return Err(ConfigError::new(
                 "finetune_lr",

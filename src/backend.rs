@@ -99,7 +99,8 @@ impl FromStr for BackendKind {
 }
 
 /// The help text of every binary's `backend=` key.
-pub const DEFAULT_BACKEND_HELP: &str = "backend (default: flex, else ndarray)";
+pub const DEFAULT_BACKEND_HELP: &str =
+    "backend (default: flex, else ndarray); a seeded run repeats to the bit on flex, not on ndarray";
 
 /// A computation to run on whichever backend is selected.
 pub trait BackendJob {

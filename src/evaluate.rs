@@ -477,31 +477,52 @@ fn pair_scores(
     pairs: &[(usize, usize, bool)],
     group_aware: Option<GroupAwareParams>,
 ) -> Vec<f64> {
-    let normalized = embeddings.embedding.normalized();
-    pairs
-        .iter()
-        .map(|&(a, b, _)| {
-            let cos: f64 = normalized
-                .row(a)
-                .iter()
-                .zip(normalized.row(b))
-                .map(|(x, y)| *x as f64 * *y as f64)
-                .sum();
-            match (group_aware, &embeddings.feature) {
-                (Some(p), Some(f)) => {
-                    let d: f64 = f
-                        .row(a)
-                        .iter()
-                        .zip(f.row(b))
-                        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
-                        .sum::<f64>()
-                        .sqrt();
-                    cos - p.beta * d.powf(p.gamma)
-                }
-                _ => cos,
+    let scorer = PairScorer::new(embeddings, group_aware);
+    pairs.iter().map(|&(a, b, _)| scorer.score(a, b)).collect()
+}
+
+/// Scores pairs of rows on the host, one pair at a time from the rows normalised once, so that
+/// no pair list nor copy of a pair's rows is needed.
+struct PairScorer<'a> {
+    normalized: HostMatrix,
+    /// v̂ and the penalty's parameters, for group-aware similarity of a GroupFace model.
+    group_aware: Option<(&'a HostMatrix, GroupAwareParams)>,
+}
+
+impl<'a> PairScorer<'a> {
+    fn new(embeddings: &'a Embeddings, group_aware: Option<GroupAwareParams>) -> Self {
+        let group_aware = match (group_aware, &embeddings.feature) {
+            (Some(params), Some(feature)) => Some((feature, params)),
+            // Asked for without v̂ (a baseline): the plain cosine, as it always was.
+            _ => None,
+        };
+        Self { normalized: embeddings.embedding.normalized(), group_aware }
+    }
+
+    /// Cosine of the rows normalised in `f32`, summed in `f64`; minus β‖v̂_a − v̂_b‖^γ when
+    /// group-aware.
+    fn score(&self, a: usize, b: usize) -> f64 {
+        let normalized = &self.normalized;
+        let cos: f64 = normalized
+            .row(a)
+            .iter()
+            .zip(normalized.row(b))
+            .map(|(x, y)| *x as f64 * *y as f64)
+            .sum();
+        match self.group_aware {
+            Some((f, p)) => {
+                let d: f64 = f
+                    .row(a)
+                    .iter()
+                    .zip(f.row(b))
+                    .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+                    .sum::<f64>()
+                    .sqrt();
+                cos - p.beta * d.powf(p.gamma)
             }
-        })
-        .collect()
+            None => cos,
+        }
+    }
 }
 
 /// The report of one similarity: the 10-fold protocol on `pairs` and TAR@FAR over all pairs.
@@ -676,11 +697,10 @@ fn write_group_pictures(
         .collect();
     if rows.iter().any(|r| !r.is_empty()) {
         let grid = g::image_grid(&rows, 8).map_err(|e| e.to_string())?;
-        let tmp = dir.join("group_samples.tmp.png");
-        g::write_png(&grid, &tmp).map_err(|e| e.to_string())?;
-        std::fs::rename(&tmp, dir.join("group_samples.png")).map_err(|e| {
-            format!("cannot write {}: {e}", dir.join("group_samples.png").display())
-        })?;
+        crate::util::fs::write_atomic_with(&dir.join("group_samples.png"), |tmp| {
+            g::write_png(&grid, tmp).map_err(|e| std::io::Error::other(e.to_string()))
+        })
+        .map_err(|e| format!("cannot write {e}"))?;
     }
 
     let chosen: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] < 10).collect();
@@ -912,30 +932,118 @@ pub fn pairs_report(
     folds: usize,
     settings: BTreeMap<String, String>,
 ) -> Result<Report, String> {
-    let scores = pair_scores(embeddings, pairs, group_aware);
-    let issame: Vec<bool> = pairs.iter().map(|p| p.2).collect();
+    let rows = embeddings.rows();
+    if let Some((k, &(a, b, _))) = pairs.iter().enumerate().find(|(_, p)| p.0.max(p.1) >= rows) {
+        return Err(format!(
+            "pair {k} ({a}, {b}): expected row indices below {rows}, the rows of the embeddings"
+        ));
+    }
+    report_over(embeddings, || pairs.iter().copied(), group_aware, folds, settings)
+}
+
+/// [`pairs_report`] over every pair `i < j` of rows, positive where `labels` agree, in the order
+/// of [`crate::eval::pairs::all_pairs`] but never listed (`eval embeddings= labels=`, and
+/// `eval data=FOLDER` without `pairs=`). Beyond its inputs it holds at most 13 bytes per pair
+/// and 12 per embedding value: 10,000 rows of width 512 make 5·10⁷ pairs, 716 MB.
+pub fn all_pairs_report<L: PartialEq>(
+    embeddings: &Embeddings,
+    labels: &[L],
+    group_aware: Option<GroupAwareParams>,
+    folds: usize,
+    settings: BTreeMap<String, String>,
+) -> Result<Report, String> {
+    crate::eval::pairs::check_labels(labels, "labels", embeddings.rows(), "embeddings")
+        .map_err(|e| e.to_string())?;
+    let pairs = || crate::eval::pairs::all_pairs_iter(labels);
+    report_over(embeddings, pairs, group_aware, folds, settings)
+}
+
+/// The protocol, then the ROC, over the pairs that `pairs()` yields afresh for each pass, with
+/// valid row indices. Per pair it holds the labels (1 byte) and, one pass at a time, the
+/// protocol's `f64` distances (8 bytes) or the ROC's `f32` scores and sort keys (12 bytes).
+fn report_over<I: Iterator<Item = (usize, usize, bool)>>(
+    embeddings: &Embeddings,
+    pairs: impl Fn() -> I,
+    group_aware: Option<GroupAwareParams>,
+    folds: usize,
+    settings: BTreeMap<String, String>,
+) -> Result<Report, String> {
+    check_shapes(embeddings, group_aware)?;
+    let issame: Vec<bool> = pairs().map(|p| p.2).collect();
     let options = verification::Options { folds, ..Default::default() };
-    let verification = match group_aware {
+    let distances: Vec<f64> = match group_aware {
+        // insightface's protocol thresholds the squared L2 distance of unit vectors, which is
+        // 2 − 2·cos; the group-aware score takes cos's place in the same identity.
         Some(_) => {
-            let distances: Vec<f64> = scores.iter().map(|s| 2.0 - 2.0 * s).collect();
-            verification::evaluate_distances_with(&distances, &issame, &options)
+            let scorer = PairScorer::new(embeddings, group_aware);
+            pairs().map(|(a, b, _)| 2.0 - 2.0 * scorer.score(a, b)).collect()
         }
         // The raw flip-sum: the protocol normalises in f64, as insightface's numpy code does.
         None => {
             let raw = &embeddings.embedding;
-            let mut a = Vec::with_capacity(pairs.len() * raw.cols);
-            let mut b = Vec::with_capacity(pairs.len() * raw.cols);
-            for p in pairs {
-                a.extend_from_slice(raw.row(p.0));
-                b.extend_from_slice(raw.row(p.1));
-            }
-            verification::evaluate_embeddings_with(&a, &b, raw.cols, &issame, &options)
+            let matrix = crate::eval::Matrix::new(raw.rows, raw.cols, raw.data.clone())
+                .map_err(|e| e.to_string())?
+                .with_origin("the embeddings");
+            verification::pair_distances(&matrix, pairs(), true).map_err(|e| e.to_string())?
         }
-    }
-    .map_err(|e| e.to_string())?;
-    let scores: Vec<f32> = scores.iter().map(|&s| s as f32).collect();
+    };
+    let verification = verification::evaluate_distances_with(&distances, &issame, &options)
+        .map_err(|e| e.to_string())?;
+    // The distances go before the scores and the ROC's sort buffers come.
+    drop(distances);
+    let scorer = PairScorer::new(embeddings, group_aware);
+    let scores: Vec<f32> = pairs().map(|(a, b, _)| scorer.score(a, b) as f32).collect();
     let roc = Roc::from_scores(&scores, &issame).map_err(|e| e.to_string())?;
     Ok(Report::new(verification, &roc, None, settings))
+}
+
+/// Fails where a row of the embeddings (or of v̂, for group-aware similarity) would be out of
+/// its matrix: the fields are public, so a caller can build an inconsistent one.
+fn check_shapes(
+    embeddings: &Embeddings,
+    group_aware: Option<GroupAwareParams>,
+) -> Result<(), String> {
+    let consistent = |m: &HostMatrix| m.rows.checked_mul(m.cols) == Some(m.data.len());
+    let rows = embeddings.rows();
+    if !consistent(&embeddings.embedding) {
+        return Err(format!(
+            "the embeddings: expected rows x cols = {rows} x {} values, found {}",
+            embeddings.embedding.cols,
+            embeddings.embedding.data.len()
+        ));
+    }
+    match (group_aware, &embeddings.feature) {
+        (Some(_), Some(f)) if f.rows != rows || !consistent(f) => Err(format!(
+            "v̂ of group-aware similarity: expected {rows} rows like the embeddings, found {} x \
+             {} with {} values",
+            f.rows,
+            f.cols,
+            f.data.len()
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The pairs of a report on a folder or a `.bin`: listed, or every pair of labelled rows.
+enum PairSet {
+    Listed(Vec<(usize, usize, bool)>),
+    /// The identity of each row; never expanded into a list (10,000 images: 5·10⁷ pairs).
+    All(Vec<usize>),
+}
+
+impl PairSet {
+    fn report(
+        &self,
+        embeddings: &Embeddings,
+        group_aware: Option<GroupAwareParams>,
+        folds: usize,
+        settings: BTreeMap<String, String>,
+    ) -> Result<Report, String> {
+        match self {
+            Self::Listed(list) => pairs_report(embeddings, list, group_aware, folds, settings),
+            Self::All(labels) => all_pairs_report(embeddings, labels, group_aware, folds, settings),
+        }
+    }
 }
 
 impl crate::backend::BackendJob for EvalJob {
@@ -1001,16 +1109,14 @@ impl EvalJob {
                     self.mode,
                     &device,
                 );
-                let list = match pairs {
-                    Some(file) => crate::eval::pairs::read_pairs(file, folder.len())
-                        .map_err(|e| e.to_string())?,
-                    None => {
-                        let labels: Vec<usize> =
-                            folder.items().iter().map(|(_, label)| *label).collect();
-                        crate::eval::pairs::all_pairs(&labels)
-                    }
+                let set = match pairs {
+                    Some(file) => PairSet::Listed(
+                        crate::eval::pairs::read_pairs(file, folder.len())
+                            .map_err(|e| e.to_string())?,
+                    ),
+                    None => PairSet::All(folder.items().iter().map(|(_, label)| *label).collect()),
                 };
-                (embeddings, list, root.display().to_string())
+                (embeddings, set, root.display().to_string())
             }
             EvalData::Ijb { root, which } => {
                 let job =
@@ -1036,24 +1142,19 @@ impl EvalJob {
                 let list = (0..set.len())
                     .map(|i| (2 * i, 2 * i + 1, set.pair(i).map(|p| p.2).unwrap_or(false)))
                     .collect();
-                (embeddings, list, path.display().to_string())
+                (embeddings, PairSet::Listed(list), path.display().to_string())
             }
         };
         let mut settings = BTreeMap::new();
         settings.insert("protocol".into(), "listed pairs".into());
         settings.insert("data".into(), source);
         settings.insert("similarity".into(), "plain".into());
-        let plain = pairs_report(&embeddings, &pairs, None, self.folds, settings.clone())?;
+        let plain = pairs.report(&embeddings, None, self.folds, settings.clone())?;
         let group_aware = match embeddings.feature {
             Some(_) => {
                 settings.insert("similarity".into(), "group-aware".into());
-                Some(pairs_report(
-                    &embeddings,
-                    &pairs,
-                    Some(GroupAwareParams::default()),
-                    self.folds,
-                    settings,
-                )?)
+                let params = Some(GroupAwareParams::default());
+                Some(pairs.report(&embeddings, params, self.folds, settings)?)
             }
             None => None,
         };

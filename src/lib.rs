@@ -18,6 +18,7 @@
 //! - [`embed`], [`eval`], [`evaluate`], [`analysis`]: embeddings, the evaluation protocols and
 //!   what the groups learned.
 //! - [`ablation`]: grids of runs and their comparison with the paper.
+//! - [`util`]: files written whole, outputs never mixed with an earlier one.
 #![recursion_limit = "256"]
 
 pub mod ablation;
@@ -47,3 +48,4 @@ pub mod similarity;
 pub mod summary;
 pub mod train;
 pub mod training;
+pub mod util;

@@ -494,15 +494,11 @@ impl LinePlot {
         svg
     }
 
-    /// Writes the SVG to `path` through a temporary file and a rename.
+    /// Writes the SVG to `path` whole ([`crate::util::fs::write_atomic`]); the error names
+    /// the file.
     pub fn save(&self, path: impl AsRef<Path>) -> std::io::Result<()> {
-        let path = path.as_ref();
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let tmp = path.with_file_name(format!(".{name}.tmp.{}", std::process::id()));
-        std::fs::write(&tmp, self.to_svg())?;
-        std::fs::rename(&tmp, path).inspect_err(|_| {
-            let _ = std::fs::remove_file(&tmp);
-        })
+        crate::util::fs::write_atomic(path.as_ref(), self.to_svg().as_bytes())
+            .map_err(|e| std::io::Error::new(e.source.kind(), e.to_string()))
     }
 }
 

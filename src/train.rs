@@ -62,8 +62,12 @@ pub struct TrainConfig {
     /// How group labels are made.
     #[config(default = "LabelMethod::SelfDistributed")]
     pub labels: LabelMethod,
-    /// Batches in the E[p] window of self-distributed labeling.
-    #[config(default = 32)]
+    /// Batches in the E[p] window of self-distributed labeling. Eight: the window must be a
+    /// small part of an epoch to follow the GDN (the book's group-labels chapter: at the tiny
+    /// preset's 28 steps an epoch a window of 32 lags it and leaves 0.10-0.11 of the labels in
+    /// one of 32 groups, 8 keeps them under 3/K), and 8 batches still average thousands of
+    /// images at full scale.
+    #[config(default = 8)]
     pub label_window: usize,
     /// Where self-distributed labeling takes away the expectation (`label_space=`).
     #[config(default = "LabelSpace::Zlog")]
@@ -189,6 +193,7 @@ impl TrainConfig {
             ("workers", self.workers),
             ("devices", self.devices),
             ("nodes", self.nodes),
+            ("label_window", self.label_window),
         ] {
             if value == 0 {
                 return Err(ConfigError::new(key, "an integer > 0", "0"));
@@ -323,13 +328,11 @@ impl<B: Backend> Recorder<B> for AtomicRecorder {
 
     fn save_item<I: serde::Serialize>(&self, item: I, file: PathBuf) -> Result<(), RecorderError> {
         let target = file.with_extension("mpk");
-        let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("record.mpk");
-        // Burn's recorder replaces the extension, so the temporary name keeps `.mpk`.
-        let tmp = target.with_file_name(format!("partial-{name}"));
-        Recorder::<B>::save_item(&self.0, item, tmp.clone())?;
-        let io = |e: std::io::Error| RecorderError::Unknown(format!("{}: {e}", tmp.display()));
-        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
-        std::fs::rename(&tmp, &target).map_err(io)
+        crate::util::fs::write_atomic_with(&target, |tmp| {
+            Recorder::<B>::save_item(&self.0, item, tmp.to_path_buf())
+                .map_err(|e| std::io::Error::other(e.to_string()))
+        })
+        .map_err(|e| RecorderError::Unknown(e.to_string()))
     }
 
     fn load_item<I: serde::de::DeserializeOwned>(
@@ -425,6 +428,9 @@ pub struct TrainOutcome {
     pub train_seconds: f64,
     /// Wall time of the evaluation, seconds.
     pub eval_seconds: f64,
+    /// The run had finished before this call (`resume=true` on a finished run): nothing was
+    /// trained or written, the report is the saved one and both times are 0.
+    pub earlier: bool,
 }
 
 /// Trains on the backend `kind` (device `index` for GPUs), then evaluates on held-out
@@ -610,8 +616,9 @@ pub fn config_differences(ours: &TrainConfig, theirs: &TrainConfig) -> Result<Ve
 }
 
 /// Creates the run directory or, with `resume`, checks that it holds this configuration.
-/// Returns the epoch of the checkpoint to resume from. A directory that already holds
-/// checkpoints is only reused with `resume`, so an earlier run is never overwritten by accident.
+/// Returns the epoch of the checkpoint to resume from. Without `resume` the directory must be
+/// empty or a start of this same run ([`check_fresh_run_dir`]), so an earlier run is never
+/// overwritten or mixed with this one by accident.
 fn prepare_run_dir(
     config: &TrainConfig,
     out: &Path,
@@ -632,21 +639,49 @@ fn prepare_run_dir(
         }
         return Ok(last_checkpoint(out));
     }
-    // Burn creates `checkpoint/` when training starts; only files in it are worth keeping.
-    let holds_checkpoints = std::fs::read_dir(out.join("checkpoint"))
-        .map(|mut entries| entries.next().is_some())
-        .unwrap_or(false);
-    if holds_checkpoints {
-        return Err(format!(
-            "{} already holds the checkpoints of a run: resume=true continues it; to start \
-             again, choose another out= or delete that directory",
-            out.display()
-        ));
-    }
+    check_fresh_run_dir(config, out)?;
     std::fs::create_dir_all(out)
         .map_err(|e| format!("cannot create run directory {}: {e}", out.display()))?;
     save_config(config, out)?;
     Ok(None)
+}
+
+/// Refuses to start a run in a directory that holds anything but a start of this same run
+/// that stopped before its first checkpoint (nothing of it is worth keeping, so it starts
+/// again): another run's files would be mixed with this one's, and its config.json replaced.
+/// The `train` binary's `overwrite=true` moves such a directory aside first.
+fn check_fresh_run_dir(config: &TrainConfig, out: &Path) -> Result<(), String> {
+    let found = crate::util::fs::contents_summary(out)
+        .map_err(|e| format!("cannot read run directory {}: {e}", out.display()))?;
+    let Some(found) = found else {
+        return Ok(());
+    };
+    // Burn creates `checkpoint/` when training starts; only files in it are worth keeping.
+    let holds_checkpoints = std::fs::read_dir(out.join("checkpoint"))
+        .map(|mut entries| entries.next().is_some())
+        .unwrap_or(false);
+    let what = if holds_checkpoints {
+        "already holds the checkpoints of a run: resume=true continues it".to_string()
+    } else if out.join("model.mpk").exists() {
+        "already holds a trained model".to_string()
+    } else {
+        match read_config(&out.join("config.json")) {
+            Ok(prior) => {
+                let differing = config_differences(config, &prior)?;
+                if differing.is_empty() {
+                    return Ok(());
+                }
+                let differing = differing.join(", ");
+                format!("already holds another run (its config.json differs in {differing})")
+            }
+            Err(_) => format!("already holds {found}, and no run to resume"),
+        }
+    };
+    Err(format!(
+        "{} {what}; to start again, choose another out= or give overwrite=true (the old \
+         directory is removed once the new run finishes)",
+        out.display()
+    ))
 }
 
 impl BackendJob for TrainRun {
@@ -673,6 +708,25 @@ impl BackendJob for TrainRun {
         // This process's shard of the data, and the rank its errors name.
         let rank = self.node.as_ref().map_or(0, |n| n.rank);
         let resume_from = prepare_run_dir(&config, &self.out, self.resume)?;
+        // `report.json` is the last file a run writes: a run that has one is finished, and
+        // resuming it must not train its last epoch again or rewrite what it wrote.
+        let report_path = self.out.join("report.json");
+        if self.resume && report_path.is_file() {
+            let report = RunReport::read(&report_path)?;
+            eprintln!(
+                "resume: {} finished all {} epochs earlier ({}); nothing to do",
+                self.out.display(),
+                config.epochs,
+                report_path.display()
+            );
+            return Ok(TrainOutcome {
+                dir: self.out,
+                report,
+                train_seconds: 0.0,
+                eval_seconds: 0.0,
+                earlier: true,
+            });
+        }
         if !self.quiet {
             if let Some(epoch) = resume_from {
                 eprintln!("resume: {} from the checkpoint of epoch {epoch}", self.out.display());
@@ -716,7 +770,10 @@ impl BackendJob for TrainRun {
             if let Some(init) = &config.init {
                 let init = Path::new(init);
                 if init.is_dir() {
-                    model.model.backbone = load_backbone::<B>(init, &config, &device)?;
+                    // What is not copied (a head of another width) keeps the seeded model's
+                    // weights, drawn from the seed alone under the init lock.
+                    let fresh = model.model.backbone.clone();
+                    model.model.backbone = load_backbone::<B>(init, &config, fresh, &device)?;
                 } else {
                     let (loaded, report) =
                         crate::interop::load_into(model.model, &config.model, init)
@@ -840,6 +897,7 @@ impl BackendJob for TrainRun {
         if self.quiet {
             training = training.renderer(QuietRenderer);
         }
+        let labeler = model.labeler.clone();
         let result = training.launch(Learner::new(model, config.optimizer().init(), schedule));
         // Closes the dashboard now, so what follows prints on the restored terminal. Dropping
         // it is the way: burn-train 0.21's TUI `manual_close` waits for the user to press q
@@ -880,6 +938,10 @@ impl BackendJob for TrainRun {
                 config.lr, config.warmup, config.clip_grad_norm
             ));
         }
+        // The epoch hook saves each epoch's label window when the next epoch starts; the last
+        // epoch has no next, and without its window its checkpoint is not one to resume from.
+        let history = labeler.lock().map(|l| l.history()).unwrap_or_default();
+        save_labels(&self.out, config.epochs, &history)?;
         let model_path = self.out.join("model");
         save_atomically(&trained, &model_path)?;
         // The same weights for PyTorch (and for `init=`/`eval init=`), with insightface's keys.
@@ -901,9 +963,9 @@ impl BackendJob for TrainRun {
             Some(&self.out),
         )?;
         let eval_seconds = started.elapsed().as_secs_f64();
-        report.write(&self.out).map_err(|e| e.to_string())?;
         write_metrics_csv(&self.out, config.epochs)?;
-        Ok(TrainOutcome { dir: self.out, report, train_seconds, eval_seconds })
+        report.write(&self.out).map_err(|e| e.to_string())?;
+        Ok(TrainOutcome { dir: self.out, report, train_seconds, eval_seconds, earlier: false })
     }
 }
 
@@ -929,27 +991,26 @@ fn seeded_model<B: AutodiffBackend>(config: &TrainConfig, device: &B::Device) ->
     model.load_record(record)
 }
 
-/// Saves a module as `<path>.mpk` through a temporary file and a rename, so a crash never
-/// leaves a truncated model behind.
+/// Saves a module as `<path>.mpk` whole ([`crate::util::fs::write_atomic_with`]), so a crash
+/// never leaves a truncated model behind.
 pub fn save_atomically<B: Backend, M: Module<B>>(module: &M, path: &Path) -> Result<(), String> {
-    // Burn's recorder sets the extension itself, so the temporary name has no dot.
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("model");
-    let tmp = path.with_file_name(format!("{name}-partial"));
-    module
-        .clone()
-        .save_file(&tmp, &RunRecorder::new())
-        .map_err(|e| format!("cannot save the model to {}: {e}", tmp.display()))?;
-    let from = tmp.with_extension("mpk");
-    let to = path.with_extension("mpk");
-    std::fs::rename(&from, &to)
-        .map_err(|e| format!("cannot move {} to {}: {e}", from.display(), to.display()))
+    let target = path.with_extension("mpk");
+    crate::util::fs::write_atomic_with(&target, |tmp| {
+        module
+            .clone()
+            .save_file(tmp.to_path_buf(), &RunRecorder::new())
+            .map_err(|e| std::io::Error::other(format!("cannot save the model: {e}")))
+    })
+    .map_err(|e| format!("cannot write {e}"))
 }
 
 /// The backbone of the finished run in `dir`, fitted to `config`'s model: the convolutional
-/// trunk always, the FC and its BatchNorm when the output widths agree.
+/// trunk always, the FC and its BatchNorm when the output widths agree; the rest stays as in
+/// `fresh`, this run's seeded backbone.
 fn load_backbone<B: Backend>(
     dir: &Path,
     config: &TrainConfig,
+    mut fresh: crate::backbone::IResNet<B>,
     device: &B::Device,
 ) -> Result<crate::backbone::IResNet<B>, String> {
     let prior_config = read_config(&dir.join("config.json")).map_err(|e| format!("init: {e}"))?;
@@ -984,7 +1045,6 @@ fn load_backbone<B: Backend>(
     .load_file(dir.join("model"), &RunRecorder::new(), device)
     .map_err(|e| format!("init: cannot load {}: {e}", dir.join("model.mpk").display()))?;
     let prior = prior.model.backbone;
-    let mut fresh = config.model.init::<B>(device).backbone;
     let same_head = prior_backbone.output_width == ours.output_width;
     fresh.stem = prior.stem;
     fresh.stem_bn = prior.stem_bn;
@@ -1028,19 +1088,16 @@ fn write_metrics_csv(dir: &Path, epochs: usize) -> Result<(), String> {
     write_atomically(&dir.join("metrics.csv"), csv.as_bytes())
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename.
+/// Writes `bytes` to `path` whole ([`crate::util::fs::write_atomic`]).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    crate::util::fs::write_atomic(path, bytes).map_err(|e| format!("cannot write {e}"))
 }
 
-/// Writes `config.json` atomically (temporary file, then rename).
+/// Writes `config.json` whole ([`crate::util::fs::write_atomic_with`]).
 pub fn save_config(config: &TrainConfig, dir: &Path) -> Result<(), String> {
     let path = dir.join("config.json");
-    let tmp = dir.join("config.json.tmp");
-    config.save(&tmp).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    crate::util::fs::write_atomic_with(&path, |tmp| config.save(tmp))
+        .map_err(|e| format!("cannot write {e}"))
 }
 
 /// Fields added to [`TrainConfig`] (or a config inside it) after run directories were first
@@ -1095,4 +1152,69 @@ pub fn config_key_paths(value: &serde_json::Value) -> Vec<String> {
     walk(value, "", &mut out);
     out.sort();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loss::MarginSoftmaxConfig;
+
+    fn tiny() -> TrainConfig {
+        let model = GroupFaceConfig::tiny(4);
+        let criterion = CriterionConfig::new(MarginSoftmaxConfig::new(8, model.output_width()));
+        let data = SynthConfig { identities: 8, side: 32, ..Default::default() };
+        TrainConfig::new(model, criterion, data)
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("groupface-train-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Every refusal names the directory and both ways on.
+    fn refused(config: &TrainConfig, out: &Path) -> String {
+        let err = prepare_run_dir(config, out, false).unwrap_err();
+        assert!(err.contains(&out.display().to_string()), "{err}");
+        assert!(err.contains("overwrite=true") && err.contains("another out="), "{err}");
+        err
+    }
+
+    #[test]
+    fn a_fresh_run_refuses_a_directory_it_would_mix_with() {
+        let dir = temp_dir("fresh");
+        let out = dir.join("run");
+        // Nothing there (the ablation's new run directories), then this same run stopped
+        // before its first checkpoint: both start.
+        assert_eq!(prepare_run_dir(&tiny(), &out, false).unwrap(), None);
+        assert!(out.join("config.json").is_file());
+        assert_eq!(prepare_run_dir(&tiny(), &out, false).unwrap(), None);
+        // The ablation resumes a run directory that has a config.json and no checkpoint.
+        assert_eq!(prepare_run_dir(&tiny(), &out, true).unwrap(), None);
+
+        let err = refused(&tiny().with_lr(0.05), &out);
+        assert!(err.contains("config.json differs in lr"), "{err}");
+        assert_eq!(read_config(&out.join("config.json")).unwrap().lr, tiny().lr, "left as it was");
+
+        std::fs::create_dir_all(out.join("checkpoint")).unwrap();
+        std::fs::write(out.join("checkpoint/model-1.mpk"), b"").unwrap();
+        assert!(refused(&tiny(), &out).contains("resume=true continues it"));
+
+        // A folder of something else entirely.
+        let other = dir.join("other");
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(other.join("notes.txt"), "mine").unwrap();
+        assert!(refused(&tiny(), &other).contains("notes.txt, and no run to resume"));
+        assert_eq!(std::fs::read_to_string(other.join("notes.txt")).unwrap(), "mine");
+
+        // overwrite=true: the train binary moves the old directory aside, the run starts in
+        // its place, and the old one is removed when the run finishes.
+        let old = crate::util::fs::move_aside(&other).unwrap().unwrap();
+        assert_eq!(prepare_run_dir(&tiny(), &other, false).unwrap(), None);
+        assert!(other.join("config.json").is_file() && !other.join("notes.txt").exists());
+        assert!(old.join("notes.txt").is_file());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

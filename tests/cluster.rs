@@ -138,6 +138,23 @@ fn max_gap(
     worst
 }
 
+/// `‖a − b‖` over every element of the tensors whose name `pick`s.
+fn distance(
+    a: &[(String, Vec<f32>)],
+    b: &[(String, Vec<f32>)],
+    pick: impl Fn(&str) -> bool,
+) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let mut sum = 0.0;
+    for ((name, x), (other, y)) in a.iter().zip(b) {
+        assert_eq!(name, other);
+        if pick(name) {
+            sum += x.iter().zip(y).map(|(p, q)| f64::from(p - q).powi(2)).sum::<f64>();
+        }
+    }
+    sum.sqrt()
+}
+
 #[cfg(feature = "flex")]
 #[test]
 fn two_processes_over_loopback_train_like_two_replicas_in_one_process() {
@@ -153,10 +170,13 @@ fn two_processes_over_loopback_train_like_two_replicas_in_one_process() {
     finish(vec![rank(1), rank(0)], limit);
     let replicas = dir.join("replicas");
     let one = dir.join("one");
+    // The initial weights: one device at a rate too small to move them.
+    let initial = dir.join("initial");
     finish(
         vec![
             (start(&replicas, &["devices=2".into(), "batch=8".into()]), replicas.clone()),
             (start(&one, &["batch=16".into()]), one.clone()),
+            (start(&initial, &["batch=16".into(), "lr=1e-12".into()]), initial.clone()),
         ],
         limit,
     );
@@ -194,10 +214,22 @@ fn two_processes_over_loopback_train_like_two_replicas_in_one_process() {
     assert!(gap < 1e-5, "nodes=2 and devices=2 statistics differ by {gap} (relative) in {name}");
 
     // One device on the global batch of 16 normalises 16 images per BatchNorm, not 8, so it
-    // is close but not equal (tests/training.rs states that relation for one step).
-    let (gap, name) = max_gap(&r0, &run_tensors(&one), trained, absolute);
+    // is not equal (tests/training.rs bounds that relation for one step): equal weights would
+    // mean the ranks normalised more than their own 8 images. How far apart they end is
+    // printed, not bounded: measured 2.85 apart against 2.55 that one device moved from the
+    // initial weights over these 4 steps, so per-replica BatchNorm alone moves the runs as far
+    // apart as training moves either, and no bound between the two tells averaged gradients
+    // from summed ones here (tests/training.rs and the devices=2 equality above do).
+    let one = run_tensors(&one);
+    let (gap, name) = max_gap(&r0, &one, trained, absolute);
     eprintln!(
         "nodes=2 vs one device, batch 16, trained weights: largest difference {gap:e} ({name})"
+    );
+    assert!(gap > 0.0, "nodes=2 ended equal to one device on the global batch");
+    let moved = distance(&one, &run_tensors(&initial), trained);
+    let apart = distance(&r0, &one, trained);
+    eprintln!(
+        "one device moved {moved:.4} from the initial weights, nodes=2 ended {apart:.4} away"
     );
 
     // Both ranks wrote a full run: checkpoints of both epochs and the report.

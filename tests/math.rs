@@ -10,9 +10,10 @@ use groupface::backbone::IResNetConfig;
 use groupface::data::rng::SplitMix64;
 use groupface::labels::{self_distributed, GroupLabeler, LabelMethod, LabelSpace};
 use groupface::loss::{
-    arcface_target, sphereface_psi, CenterLossConfig, MarginKind, MarginSoftmaxConfig,
+    arcface_target, self_grouping_loss, sphereface_psi, CenterLossConfig, Criterion,
+    CriterionConfig, MarginKind, MarginSoftmaxConfig,
 };
-use groupface::model::{GroupFaceConfig, GroupMode, GroupOutput};
+use groupface::model::{GroupFaceConfig, GroupFaceOutput, GroupMode, GroupOutput};
 use groupface::similarity::{group_aware_matrix, group_aware_rows, GroupAwareParams};
 use groupface::summary::ModelSummary;
 
@@ -440,6 +441,97 @@ fn center_loss<B: AutodiffBackend>(device: &B::Device) {
 #[test]
 fn center_loss_against_hand_computation() {
     on_cpu_backends!(center_loss);
+}
+
+// ---------------------------------------------------------------- self-grouping loss and total
+
+/// Group logits of a batch of 2 over K = 3 groups, labelled G*_0 = 2 and G*_1 = 1.
+fn group_logits<B: Backend>(device: &B::Device) -> Tensor<B, 2> {
+    matrix(&[&[1.0, 2.0, 3.0], &[2.0, 0.0, -1.0]], device)
+}
+
+fn self_grouping<B: AutodiffBackend>(device: &B::Device) {
+    // L2 = −(1/B)·Σ_b log softmax(z_b)[G*_b], the ordinary cross-entropy (the SPEC drops the
+    // paper's stray minus sign, so L2 > 0):
+    //   row 0: log(e¹ + e² + e³) − z_0[2] = log 30.192875 − 3 = 3.40760596 − 3 = 0.40760596;
+    //   row 1: log(e² + e⁰ + e⁻¹) − z_1[1] = log 8.7569355 − 0 = 2.16984602;
+    //   L2 = (0.40760596 + 2.16984602)/2 = 1.28872599.
+    // The cross-entropy of p instead of the logits (a softmax taken twice) would give 1.0923.
+    let z = group_logits::<B>(device).require_grad();
+    let l2 = self_grouping_loss(z.clone(), ints(&[2, 1], device));
+    assert_close(&values(l2.clone()), &[1.288_726], 1e-5, "L2");
+    // dL2/dz_b = (softmax(z_b) − onehot(G*_b))/B, with
+    //   softmax(z_0) = (e¹, e², e³)/30.192875 = (0.09003057, 0.24472847, 0.66524096),
+    //   softmax(z_1) = (e², e⁰, e⁻¹)/8.7569355 = (0.84379473, 0.11419520, 0.04201007):
+    //   row 0: (0.04501529, 0.12236424, −0.16737952); row 1: (0.42189737, −0.44290240,
+    //   0.02100503). Gradient descent raises each labelled group's logit.
+    let grads = l2.backward();
+    let expected =
+        [0.045_015_29, 0.122_364_24, -0.167_379_52, 0.421_897_4, -0.442_902_4, 0.021_005_03];
+    assert_close(&values(z.grad(&grads).unwrap()), &expected, 1e-6, "dL2/dz");
+}
+
+#[test]
+fn self_grouping_loss_against_hand_computation() {
+    on_cpu_backends!(self_grouping);
+}
+
+/// A criterion with the normalised softmax at s = 1 (no margin) over W = identity, so that L1
+/// is the `margin_loss` computation above, and weight `lambda` on L2.
+fn softmax_criterion<B: Backend>(lambda: f64, device: &B::Device) -> Criterion<B> {
+    let margin = MarginSoftmaxConfig::new(2, 2).with_kind(MarginKind::Softmax).with_scale(1.0);
+    let mut criterion = CriterionConfig::new(margin).with_lambda(lambda).init::<B>(device);
+    criterion.margin.weight =
+        burn::module::Param::from_tensor(matrix(&[&[1.0, 0.0], &[0.0, 1.0]], device));
+    criterion
+}
+
+/// A forward pass's output with embeddings x_0 = (0.8, 0.6), x_1 = (3, 4), and the group
+/// logits above unless `baseline`.
+fn criterion_input<B: Backend>(baseline: bool, device: &B::Device) -> GroupFaceOutput<B> {
+    let embedding = matrix::<B>(&[&[0.8, 0.6], &[3.0, 4.0]], device);
+    let groups = (!baseline).then(|| group_output(group_logits::<B>(device)));
+    GroupFaceOutput { instance: embedding.clone(), embedding, groups }
+}
+
+fn total_loss<B: AutodiffBackend>(device: &B::Device) {
+    // L1, both of class 0 (cosines to W's rows: x_0 → (0.8, 0.6); x_1 normalised to (0.6, 0.8)):
+    //   x_0: log(1 + e^(0.6 − 0.8)) = 0.59813887; x_1: log(1 + e^(0.8 − 0.6)) = 0.79813887;
+    //   L1 = (0.59813887 + 0.79813887)/2 = 0.69813887.
+    // L2 = 1.28872599 (above), so L = L1 + λ·L2:
+    //   λ = 0.1 (the SPEC's default): 0.69813887 + 0.12887260 = 0.82701147;
+    //   λ = 2: 0.69813887 + 2.57745198 = 3.27559085.
+    assert_eq!(CriterionConfig::new(MarginSoftmaxConfig::new(2, 2)).lambda, 0.1);
+    let classes = || ints::<B>(&[0, 0], device);
+    let groups = || ints::<B>(&[2, 1], device);
+    let terms = softmax_criterion::<B>(0.1, device).forward(
+        &criterion_input(false, device),
+        classes(),
+        Some(groups()),
+    );
+    assert_close(&values(terms.classification), &[0.698_138_9], 1e-5, "L1");
+    assert_close(&values(terms.grouping.expect("L2 with labels")), &[1.288_726], 1e-5, "L2");
+    assert!(terms.center.is_none());
+    assert_close(&values(terms.total), &[0.827_011_5], 1e-5, "L1 + 0.1·L2");
+    let terms = softmax_criterion::<B>(2.0, device).forward(
+        &criterion_input(false, device),
+        classes(),
+        Some(groups()),
+    );
+    assert_close(&values(terms.total), &[3.275_591], 1e-5, "L1 + 2·L2");
+    // No group labels (labels=none), or no GDN (the baseline): L = L1.
+    let criterion = softmax_criterion::<B>(2.0, device);
+    let terms = criterion.forward(&criterion_input(false, device), classes(), None);
+    assert!(terms.grouping.is_none());
+    assert_close(&values(terms.total), &[0.698_138_9], 1e-5, "L without group labels");
+    let terms = criterion.forward(&criterion_input(true, device), classes(), Some(groups()));
+    assert!(terms.grouping.is_none());
+    assert_close(&values(terms.total), &[0.698_138_9], 1e-5, "L of the baseline");
+}
+
+#[test]
+fn total_loss_is_l1_plus_lambda_l2() {
+    on_cpu_backends!(total_loss);
 }
 
 #[test]

@@ -196,6 +196,38 @@ fn two_stage_recipe_starts_from_the_baseline_trunk() {
         .expect("GroupFace trains from the baseline");
     assert!(outcome.report.groups.is_some());
 
+    // Its trunk at step 0 is the baseline's: the same run at a rate too small to move a weight
+    // (a step changes one by about 1e-12 times its gradient, far under the 1e-6 allowed) ends
+    // with the baseline's trunk tensors. Without the copy they would be the seed's fresh
+    // weights, which the baseline's 2 epochs at lr 0.1 moved far from. The FC and its
+    // BatchNorm (`fc.`, `features.`) are not copied, their widths differing (64 for the
+    // baseline's embedding, 256 for GroupFace's shared layer), and running statistics follow
+    // every batch of training.
+    let step0 = dir.join("gf-step0");
+    let config = tiny_config(4)
+        .with_init(Some(baseline.display().to_string()))
+        .with_epochs(1)
+        .with_lr(1e-12);
+    train(backend(), 0, quiet_run(config, step0.clone())).expect("GroupFace at lr 1e-12");
+    let tuned: std::collections::HashMap<String, Vec<f32>> =
+        common::run_tensors(&step0).into_iter().collect();
+    let mut compared = 0;
+    for (key, source) in common::run_tensors(&baseline) {
+        if key.starts_with("fc.") || key.starts_with("features.") || key.contains("running_") {
+            continue;
+        }
+        // The baseline is written with insightface's keys, GroupFace under `backbone.`.
+        let copied = tuned
+            .get(&format!("backbone.{key}"))
+            .unwrap_or_else(|| panic!("the fine-tuned run has no backbone.{key}"));
+        assert_eq!(copied.len(), source.len(), "{key}");
+        let gap = source.iter().zip(copied).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(gap <= 1e-6, "backbone.{key} is not the baseline's {key}: largest gap {gap}");
+        compared += 1;
+    }
+    // Stem (conv, BatchNorm, PReLU: 4 tensors), 4 blocks of at least 9, the output BatchNorm.
+    assert!(compared >= 4 + 4 * 9 + 2, "only {compared} trunk tensors compared");
+
     // A backbone of another shape is refused, naming both.
     let mut config = tiny_config(4).with_init(Some(baseline.display().to_string()));
     config.model.backbone.blocks = vec![2, 1, 1, 1];
@@ -224,6 +256,7 @@ fn ablation_grid_expands_and_skips_finished_runs() {
         similarities: vec![SimilarityKind::Plain, SimilarityKind::GroupAware],
         seeds: 2,
         epochs: Some(1),
+        label_window: None,
         identities: vec![8],
         images_per_identity: Some(5),
         eval: Some(small_eval()),
@@ -294,6 +327,10 @@ fn ablation_grid_expands_and_skips_finished_runs() {
     let other = Grid { epochs: Some(2), ..grid.clone() };
     let err = run_grid(&other, &out.join("runs"), backend(), 0, 2).unwrap_err();
     assert!(err.contains("other settings") && err.contains("epochs"), "{err}");
+    // The window is not in the run ids either (the runs above had TrainConfig's default, 8).
+    let other = Grid { label_window: Some(3), ..grid.clone() };
+    let err = run_grid(&other, &out.join("runs"), backend(), 0, 2).unwrap_err();
+    assert!(err.contains("other settings") && err.contains("label_window"), "{err}");
     let _ = std::fs::remove_dir_all(&out);
 }
 

@@ -125,6 +125,22 @@ fn a_killed_run_resumes_to_the_same_weights() {
             assert_eq!(x, y, "metrics.csv differs after the resume from epoch {resumed_from}");
         }
     }
+
+    // A finished run resumed says so and changes nothing: before `report.json` marked a
+    // finished run, the last epoch's label window was missing from its checkpoint, so a resume
+    // trained that epoch again and rewrote the model.
+    assert!(whole.join("checkpoint/labels-5.json").is_file(), "the last window was not saved");
+    let files = |run: &Path| {
+        ["model.safetensors", "model.mpk", "report.json", "metrics.csv"]
+            .map(|name| std::fs::read(run.join(name)).unwrap())
+    };
+    let before = files(&whole);
+    let again =
+        train_binary(&[format!("out={}", whole.display()), "resume=true".into()]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{stderr}");
+    assert!(stderr.contains("finished all 5 epochs earlier"), "{stderr}");
+    assert!(before == files(&whole), "resuming a finished run rewrote its files");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -150,9 +166,16 @@ fn resume_checks_the_configuration() {
     let first = run(tiny_config(4).with_epochs(1), false).expect("one epoch trains");
     let err = run(tiny_config(4).with_epochs(1).with_lr(0.05), true).unwrap_err();
     assert!(err.contains("differs") && err.contains("lr"), "{err}");
-    // The finished run resumes from its last checkpoint with nothing left to train.
+    // A finished run resumed says so and returns its saved report, rewriting nothing.
+    let saved = std::fs::read(dir.join("report.json")).unwrap();
     let again = run(tiny_config(4).with_epochs(1), true).expect("a finished run resumes");
-    assert_eq!(again.report, first.report);
+    assert!(again.earlier && !first.earlier);
+    assert_eq!(std::fs::read(dir.join("report.json")).unwrap(), saved);
+    // serde_json's default float parser may miss the last bit of an f64 (its exact parser
+    // is the `float_roundtrip` feature), so the report read back is compared to 1e-12.
+    let (a, b) = (&again.report.plain, &first.report.plain);
+    assert_eq!(a.verification.fold_accuracies, b.verification.fold_accuracies);
+    assert!((a.auc - b.auc).abs() < 1e-12 && (a.eer - b.eer).abs() < 1e-12);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -255,9 +278,13 @@ fn two_replicas_take_the_step_of_one_device_on_the_same_global_batch() {
     // before Burn sums their gradients. Without that scale the replicas' update would be
     // twice as long. Burn does not synchronise BatchNorm across replicas: each normalises
     // its 8 images with their own statistics, which at initialisation differ much from those
-    // of 16, so the two updates share their length but not their exact direction (measured:
-    // lengths 21.06 and 22.67, cosine 0.73). Stated tolerance: lengths within 15%, cosine
-    // above 0.5.
+    // of 16, so the two updates share their length but not their exact direction, and no
+    // tolerance on floats could make them equal. Measured (assets/book_replica_tests.txt):
+    // lengths 21.0621 and 22.6659 (ratio 1.076), apart 16.1857, cosine 0.728; the seed, the
+    // data and the arithmetic are fixed, so a rerun repeats them. Bounds: lengths within 10%
+    // (without the 1/2 the ratio would be about 2.15); cosine above 0.65, an angle under 49
+    // degrees against the measured 43 (the former bound, 0.5, allowed 60).
+    // FIGURES: the lead re-measures the line printed below and records it here.
     let dir = temp_dir("replicas");
     let mut config =
         tiny_config(4).with_epochs(1).with_warmup(0.0).with_schedule(ScheduleKind::Constant);
@@ -279,8 +306,8 @@ fn two_replicas_take_the_step_of_one_device_on_the_same_global_batch() {
         "update: one device {u1:.4}, two replicas {u2:.4}, apart {gap:.4}, cosine {cosine:.3}"
     );
     assert!(u1 > 0.0);
-    assert!((u2 / u1 - 1.0).abs() < 0.15, "update lengths {u1} (one) and {u2} (two replicas)");
-    assert!(cosine > 0.5, "updates point apart: cosine {cosine}");
+    assert!((u2 / u1 - 1.0).abs() < 0.10, "update lengths {u1} (one) and {u2} (two replicas)");
+    assert!(cosine > 0.65, "updates point apart: cosine {cosine}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -799,7 +799,8 @@ pub fn write_fake_ijb(root: &Path, spec: &FakeIjbSpec) -> Result<()> {
         (spec.which.pair_file(), pairs),
     ] {
         let path = meta.join(name);
-        fs::write(&path, text).map_err(|e| AnalysisError::io(&path, e))?;
+        crate::util::fs::write_atomic(&path, text.as_bytes())
+            .map_err(|e| AnalysisError::io(e.path, e.source))?;
     }
     Ok(())
 }

@@ -62,6 +62,12 @@ fn spec() -> Spec {
                 "list of plain|group-aware",
                 "similarities scored at evaluation (no retraining)",
             ),
+            key(
+                "label_window",
+                Some("8"),
+                "integer >= 1",
+                "batches in the E[p] window of self-distributed labels",
+            ),
             key("seeds", Some("3"), "integer >= 1", "seeds per setting: 0..seeds"),
             key("epochs", None, "integer > 0", "epochs of every run (preset's if absent)"),
             key(
@@ -136,6 +142,7 @@ fn run() -> Result<(), CliError> {
         similarities: args.get_list("similarity")?,
         seeds,
         epochs: args.get_opt("epochs")?,
+        label_window: Some(args.get("label_window")?),
         identities: args.get_list("identities")?,
         images_per_identity: args.get_opt("images_per_identity")?,
         eval: None,

@@ -10,7 +10,7 @@
 
 use std::path::PathBuf;
 
-use groupface::cli::{CliError, Key, Spec};
+use groupface::cli::{parse_bool, CliError, Key, Spec};
 use groupface::data::synth::{SynthConfig, SynthFaces};
 use groupface::data::tool;
 
@@ -30,6 +30,23 @@ fn generator_keys() -> Vec<Key> {
             "share of look-alike identities",
         ),
     ]
+}
+
+/// The `overwrite` key of the commands that write a data set.
+fn overwrite_key() -> Key {
+    Key {
+        name: "overwrite",
+        default: Some("false"),
+        accepts: "true|false",
+        help: "replace an out= that holds files (the old one is removed once the new one is \
+               complete)",
+    }
+}
+
+/// The value of [`overwrite_key`].
+fn overwrite(args: &groupface::cli::Args) -> Result<bool, String> {
+    let value = args.raw("overwrite").unwrap_or("false");
+    parse_bool(value).ok_or_else(|| args.bad("overwrite", value).to_string())
 }
 
 /// The generator of `identities` × `images` faces with the keys of [`generator_keys`].
@@ -59,6 +76,7 @@ fn spec(command: &str) -> Option<Spec> {
                 key("out", None, "a folder", "where to write"),
                 key("identities", Some("100"), "integer > 0", "number of identities"),
                 key("images_per_identity", Some("20"), "integer > 0", "images per identity"),
+                overwrite_key(),
             ]
             .into_iter()
             .chain(generator_keys())
@@ -103,6 +121,7 @@ fn spec(command: &str) -> Option<Spec> {
                     "a path ending in .rec",
                     "the .rec to write; the .idx goes beside it",
                 ),
+                overwrite_key(),
             ],
         ),
         "info" => (
@@ -154,7 +173,7 @@ fn run(words: Vec<String>) -> Result<(), String> {
                 args.get("images_per_identity").map_err(err)?,
             )?;
             let out: PathBuf = args.get("out").map_err(err)?;
-            let n = tool::synth(config, &out).map_err(data_err)?;
+            let n = tool::synth_with(config, &out, overwrite(&args)?).map_err(data_err)?;
             println!("wrote {n} images to {}", out.display());
         }
         "sheet" => {
@@ -172,7 +191,12 @@ fn run(words: Vec<String>) -> Result<(), String> {
             let faces =
                 SynthFaces::new(synth_config(&args, identities, images)?).map_err(data_err)?;
             let sheet = faces.contact_sheet(identities, images);
-            sheet.save(&out).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+            let mut png = Vec::new();
+            sheet
+                .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+                .map_err(|e| format!("cannot encode {}: {e}", out.display()))?;
+            groupface::util::fs::write_atomic(&out, &png)
+                .map_err(|e| format!("cannot write {e}"))?;
             println!(
                 "wrote {} ({}x{} pixels: {identities} identities x {images} images)",
                 out.display(),
@@ -219,7 +243,7 @@ fn run(words: Vec<String>) -> Result<(), String> {
             if out.extension().and_then(|e| e.to_str()) != Some("rec") {
                 return Err(args.bad("out", &out.display().to_string()).to_string());
             }
-            let stats = tool::pack(&src, &out).map_err(data_err)?;
+            let stats = tool::pack_with(&src, &out, overwrite(&args)?).map_err(data_err)?;
             println!("{}", serde_json::to_string(&stats).map_err(|e| e.to_string())?);
         }
         "info" => {

@@ -6,8 +6,9 @@
 use std::path::PathBuf;
 
 use groupface::backend::DEFAULT_BACKEND_HELP;
-use groupface::cli::{self, CliError, Key, Spec};
+use groupface::cli::{self, parse_bool, CliError, Key, Spec};
 use groupface::evaluate::EmbedJob;
+use groupface::util::fs::Staged;
 
 fn spec() -> Spec {
     let key = |name, default, accepts, help| Key { name, default, accepts, help };
@@ -25,6 +26,13 @@ fn spec() -> Spec {
             Some("embeddings"),
             "a folder",
             "embeddings.npy, features.npy, probs.npy, labels.txt, paths.txt",
+        ),
+        key(
+            "overwrite",
+            Some("false"),
+            "true|false",
+            "replace an out= that holds files (the old one is removed once the new one is \
+             complete)",
         ),
         key("batch", Some("64"), "integer > 0", "images per forward pass"),
         key("backend", None, "ndarray|flex|wgpu|cuda (compiled ones)", DEFAULT_BACKEND_HELP),
@@ -60,11 +68,17 @@ fn run() -> Result<(), CliError> {
         (Some(_), Some(_)) => return Err(args.bad("init", args.raw("init").unwrap_or(""))),
     };
     let backend = cli::backend(&args)?;
+    let overwrite = args.raw("overwrite").unwrap_or("false");
+    let overwrite = parse_bool(overwrite).ok_or_else(|| args.bad("overwrite", overwrite))?;
+    // Written beside out= and moved in place once complete: an earlier run's features.npy is
+    // never left beside this run's embeddings.
+    let out: PathBuf = args.get("out")?;
+    let staged = Staged::folder(&out, overwrite).map_err(|e| CliError::Run(e.to_string()))?;
     let job = EmbedJob {
         run,
         checkpoint,
         folder: args.get("data")?,
-        out: args.get("out")?,
+        out: staged.path(0).to_path_buf(),
         batch: args.get("batch")?,
         // `mode` is also an architecture key (default soft); given, it overrides the ensemble
         // at inference, as in `eval`.
@@ -73,9 +87,10 @@ fn run() -> Result<(), CliError> {
     let summary = groupface::backend::run(backend, args.get("device")?, job)
         .and_then(|r| r)
         .map_err(CliError::Run)?;
+    staged.commit().map_err(|e| CliError::Run(format!("cannot write {e}")))?;
     println!("{} images, embeddings {} wide", summary.images, summary.width);
-    for file in &summary.files {
-        println!("wrote {}", file.display());
+    for file in summary.files.iter().filter_map(|f| f.file_name()) {
+        println!("wrote {}", out.join(file).display());
     }
     Ok(())
 }

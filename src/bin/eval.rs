@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use groupface::backend::DEFAULT_BACKEND_HELP;
 use groupface::cli::{CliError, Key, Spec};
 use groupface::embed::{Embeddings, HostMatrix};
-use groupface::evaluate::{evaluate_run, pairs_report, EvalData, EvalJob, RunReport};
+use groupface::evaluate::{
+    all_pairs_report, evaluate_run, pairs_report, EvalData, EvalJob, RunReport,
+};
 use groupface::model::GroupMode;
 
 fn spec() -> Spec {
@@ -99,32 +101,38 @@ fn from_embeddings(args: &groupface::cli::Args) -> Result<RunReport, CliError> {
         return Err(args.bad("model", args.raw("model").unwrap_or("")));
     }
     let matrix = npy::read_matrix(&path).map_err(|e| CliError::Run(e.to_string()))?;
-    let (list, listed) = match (args.raw("pairs"), args.raw("labels")) {
-        (Some(file), None) => (pairs::read_pairs(std::path::Path::new(file), matrix.rows), file),
-        (None, Some(file)) => (
-            pairs::read_labels(std::path::Path::new(file), matrix.rows)
-                .map(|labels| pairs::all_pairs(&labels)),
-            file,
-        ),
+    let rows = matrix.rows;
+    let embeddings = Embeddings {
+        embedding: HostMatrix { rows: matrix.rows, cols: matrix.cols, data: matrix.data },
+        feature: None,
+        probs: None,
+    };
+    let settings = |listed: &str| -> BTreeMap<String, String> {
+        let mut settings = BTreeMap::new();
+        settings.insert("embeddings".into(), path.display().to_string());
+        settings.insert("data".into(), listed.to_string());
+        settings.insert("similarity".into(), "plain".into());
+        settings
+    };
+    let failed = |e: groupface::eval::EvalError| CliError::Run(e.to_string());
+    let plain = match (args.raw("pairs"), args.raw("labels")) {
+        (Some(file), None) => {
+            let list = pairs::read_pairs(std::path::Path::new(file), rows).map_err(failed)?;
+            pairs_report(&embeddings, &list, None, folds(args)?, settings(file))
+        }
+        // Every pair of rows, scored without listing them: 10,000 rows make 5·10⁷ pairs.
+        (None, Some(file)) => {
+            let labels = pairs::read_labels(std::path::Path::new(file), rows).map_err(failed)?;
+            all_pairs_report(&embeddings, &labels, None, folds(args)?, settings(file))
+        }
         _ => {
             return Err(CliError::Missing {
                 key: "pairs".into(),
                 accepts: "exactly one of pairs=FILE or labels=FILE with embeddings=".into(),
             })
         }
-    };
-    let list = list.map_err(|e| CliError::Run(e.to_string()))?;
-    let embeddings = Embeddings {
-        embedding: HostMatrix { rows: matrix.rows, cols: matrix.cols, data: matrix.data },
-        feature: None,
-        probs: None,
-    };
-    let mut settings = BTreeMap::new();
-    settings.insert("embeddings".into(), path.display().to_string());
-    settings.insert("data".into(), listed.to_string());
-    settings.insert("similarity".into(), "plain".into());
-    let plain =
-        pairs_report(&embeddings, &list, None, folds(args)?, settings).map_err(CliError::Run)?;
+    }
+    .map_err(CliError::Run)?;
     Ok(RunReport { plain, group_aware: None, groups: None })
 }
 

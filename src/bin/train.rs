@@ -26,7 +26,7 @@ fn spec() -> Spec {
             "none|naive|self-distributed",
             "group labels of the self-grouping loss",
         ),
-        key("label_window", Some("32"), "integer >= 1", "batches in the E[p] window"),
+        key("label_window", Some("8"), "integer >= 1", "batches in the E[p] window"),
         key(
             "label_space",
             Some("zlog"),
@@ -131,6 +131,13 @@ fn spec() -> Spec {
             Some("false"),
             "true|false",
             "continue the run in out= from its last checkpoint (its config.json is used)",
+        ),
+        key(
+            "overwrite",
+            Some("false"),
+            "true|false",
+            "replace an out= that holds files (the old directory is removed once the new run \
+             finishes)",
         ),
         key(
             "backend",
@@ -290,6 +297,12 @@ fn run() -> Result<(), Failure> {
     let args = spec.parse(std::env::args().skip(1))?;
     let resume = args.raw("resume").unwrap_or("false");
     let resume = parse_bool(resume).ok_or_else(|| args.bad("resume", resume))?;
+    let overwrite = args.raw("overwrite").unwrap_or("false");
+    let overwrite = parse_bool(overwrite).ok_or_else(|| args.bad("overwrite", overwrite))?;
+    if overwrite && resume {
+        let accepts = "false with resume=true, which continues the run in out=".to_string();
+        return Err(bad("overwrite", "true".to_string(), accepts).into());
+    }
     let out: PathBuf = args.get("out")?;
     let saved = out.join("config.json");
     let file = match args.raw("config") {
@@ -299,7 +312,8 @@ fn run() -> Result<(), Failure> {
     };
     let config = match file.as_deref() {
         Some(file) => {
-            let fixed = ["config", "out", "backend", "device", "resume", "rank", "master"];
+            let fixed =
+                ["config", "out", "backend", "device", "resume", "overwrite", "rank", "master"];
             if let Some(key) =
                 spec.keys.iter().map(|k| k.name).find(|k| !fixed.contains(k) && args.given(k))
             {
@@ -320,8 +334,30 @@ fn run() -> Result<(), Failure> {
     let backend = cli::backend(&args)?;
     let device = args.get("device")?;
     let node = node_launch(&args, &config)?;
-    let run = TrainRun { config, out, quiet: false, resume, node };
-    let outcome = train::train(backend, device, run).map_err(Failure::Run)?;
+    // The old directory is kept aside until the new run has finished.
+    let replaced = if overwrite {
+        groupface::util::fs::move_aside(&out)
+            .map_err(|e| Failure::Run(format!("overwrite=true: cannot move aside {e}")))?
+    } else {
+        None
+    };
+    let run = TrainRun { config, out: out.clone(), quiet: false, resume, node };
+    let outcome = train::train(backend, device, run);
+    if let Some(old) = replaced {
+        match &outcome {
+            Ok(_) => {
+                if let Err(e) = groupface::util::fs::remove_all(&old) {
+                    eprintln!("overwrite=true: cannot remove the replaced {}: {e}", old.display());
+                }
+            }
+            Err(_) => eprintln!(
+                "overwrite=true: what {} held before this run is kept in {}",
+                out.display(),
+                old.display()
+            ),
+        }
+    }
+    let outcome = outcome.map_err(Failure::Run)?;
     let report = &outcome.report;
     println!(
         "held-out verification: {:.2}% ± {:.2} ({} positive / {} negative pairs)",
@@ -333,12 +369,16 @@ fn run() -> Result<(), Failure> {
     if let Some(ga) = &report.group_aware {
         println!("group-aware similarity: {:.2}%", 100.0 * ga.verification.accuracy);
     }
-    println!(
-        "training {:.0} s, evaluation {:.0} s; run directory: {}",
-        outcome.train_seconds,
-        outcome.eval_seconds,
-        outcome.dir.display()
-    );
+    if outcome.earlier {
+        println!("run directory (finished earlier): {}", outcome.dir.display());
+    } else {
+        println!(
+            "training {:.0} s, evaluation {:.0} s; run directory: {}",
+            outcome.train_seconds,
+            outcome.eval_seconds,
+            outcome.dir.display()
+        );
+    }
     Ok(())
 }
 

@@ -79,6 +79,17 @@ pub enum DataError {
         source: image::ImageError,
     },
 
+    /// A file or a decoded image is larger than the reader accepts.
+    #[error("{} is too large{}: {what}", path.display(), at_record(record))]
+    TooLarge {
+        /// The file, or the container file holding the image.
+        path: PathBuf,
+        /// Record / item index inside a container, when known.
+        record: Option<usize>,
+        /// The size found and the cap it passes.
+        what: String,
+    },
+
     /// A RecordIO record does not start with the magic number `0xced7230a`.
     #[error(
         "bad RecordIO magic in {} at offset {offset}: expected 0xced7230a, found {found:#010x}",

@@ -13,6 +13,7 @@
 
 use std::ffi::OsString;
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -32,13 +33,74 @@ pub fn is_image_path(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// Largest image file read (a face crop takes kilobytes): a bigger file is refused before it is
+/// read, so a stray video or disk image in a folder cannot exhaust memory.
+pub const MAX_IMAGE_FILE_BYTES: u64 = 64 << 20;
+
+/// Largest decoded width or height, in pixels.
+pub const MAX_IMAGE_SIDE: u32 = 16_384;
+
+/// Most bytes the decoder may allocate for one image's pixels: a few-KB file can announce
+/// gigapixels, so the size is checked against this before the pixels are allocated.
+pub const MAX_DECODED_BYTES: u64 = 512 << 20;
+
 /// Decodes encoded image bytes (format guessed from the content) to RGB; greyscale and alpha
 /// images are converted. When `side` is given and the image is not `side x side`, it is resized
 /// with a bilinear (triangle) filter; the returned flag tells whether that happened.
+///
+/// Images wider or taller than [`MAX_IMAGE_SIDE`] or whose pixels take more than
+/// [`MAX_DECODED_BYTES`] give an [`image::ImageError::Limits`] (see [`image_error`]).
 pub fn decode_rgb(bytes: &[u8], side: Option<u32>) -> image::ImageResult<(RgbImage, bool)> {
-    let reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format()?;
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format()?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_DECODED_BYTES);
+    reader.limits(limits);
     let rgb = reader.decode()?.to_rgb8();
     Ok(resize_to(rgb, side))
+}
+
+/// The error for an image that did not decode, naming `path` (and `record` inside a container
+/// file); an image past the decoding caps gives [`DataError::TooLarge`] naming them.
+pub fn image_error(path: &Path, record: Option<usize>, source: image::ImageError) -> DataError {
+    match source {
+        image::ImageError::Limits(e) => DataError::TooLarge {
+            path: path.to_path_buf(),
+            record,
+            what: format!(
+                "{e}: decoded images may be at most {MAX_IMAGE_SIDE} pixels wide and high and \
+                 take at most {MAX_DECODED_BYTES} bytes"
+            ),
+        },
+        source => DataError::Image { path: path.to_path_buf(), record, source },
+    }
+}
+
+/// Reads the image file at `path` whole, refusing one larger than [`MAX_IMAGE_FILE_BYTES`].
+pub fn read_image_file(path: &Path) -> Result<Vec<u8>> {
+    read_capped(path, MAX_IMAGE_FILE_BYTES)
+}
+
+/// Reads `path` whole when it holds at most `cap` bytes. The size is checked before reading,
+/// and the read stops past `cap`, for files that grow or report no size (pipes, devices).
+fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>> {
+    let too_large = |size: String| DataError::TooLarge {
+        path: path.to_path_buf(),
+        record: None,
+        what: format!("{size} bytes, more than the {cap}-byte cap on an image file"),
+    };
+    let file = fs::File::open(path).map_err(|e| DataError::io(path, e))?;
+    let len = file.metadata().map_err(|e| DataError::io(path, e))?.len();
+    if len > cap {
+        return Err(too_large(len.to_string()));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.take(cap + 1).read_to_end(&mut bytes).map_err(|e| DataError::io(path, e))?;
+    if bytes.len() as u64 > cap {
+        return Err(too_large(format!("over {cap}")));
+    }
+    Ok(bytes)
 }
 
 fn resize_to(rgb: RgbImage, side: Option<u32>) -> (RgbImage, bool) {
@@ -68,12 +130,8 @@ pub fn load_rgb(path: &Path, side: u32) -> Result<RgbImage> {
 /// Like [`load_rgb`], also telling whether the image had to be resized.
 pub fn load_rgb_report(path: &Path, side: u32) -> Result<(RgbImage, bool)> {
     check_side(side)?;
-    let bytes = fs::read(path).map_err(|e| DataError::io(path, e))?;
-    decode_rgb(&bytes, Some(side)).map_err(|source| DataError::Image {
-        path: path.to_path_buf(),
-        record: None,
-        source,
-    })
+    let bytes = read_image_file(path)?;
+    decode_rgb(&bytes, Some(side)).map_err(|source| image_error(path, None, source))
 }
 
 /// Lists the entries of `dir`, skipping hidden names, sorted by file name.
@@ -343,6 +401,52 @@ mod tests {
             other => panic!("expected Io, got {other:?}"),
         }
         assert!(matches!(load_rgb(&missing.join("a.png"), 8), Err(DataError::Io { .. })));
+    }
+
+    #[test]
+    fn oversized_files_and_images_are_refused_naming_the_cap() {
+        let root = temp_dir("large");
+        // 100 bytes pass a 100-byte cap, 101 do not
+        let small = root.join("small.png");
+        fs::write(&small, [7u8; 100]).unwrap();
+        assert_eq!(read_capped(&small, 100).unwrap(), vec![7u8; 100]);
+        fs::write(&small, [7u8; 101]).unwrap();
+        match read_capped(&small, 100) {
+            Err(DataError::TooLarge { path, what, .. }) => {
+                assert_eq!(path, small);
+                assert!(what.starts_with("101 bytes, more than the 100-byte cap"), "{what}");
+            }
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+        // a sparse file one byte over 64 MiB is refused from its size, before it is read
+        let big = root.join("big.jpg");
+        fs::File::create(&big).unwrap().set_len(MAX_IMAGE_FILE_BYTES + 1).unwrap();
+        let err = load_rgb(&big, 8).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, DataError::TooLarge { record: None, .. }), "{msg}");
+        assert!(msg.contains(&big.display().to_string()), "{msg}");
+        assert!(msg.contains("67108865 bytes, more than the 67108864-byte cap"), "{msg}");
+        // decoded width: 16384 pixels decode, 16385 are refused (1 pixel high, ~50 KB each)
+        let edge = root.join("edge.png");
+        rgb(MAX_IMAGE_SIDE, 1, 3).save(&edge).unwrap();
+        assert_eq!(load_rgb(&edge, 8).unwrap().dimensions(), (8, 8));
+        let wide = root.join("wide.png");
+        rgb(MAX_IMAGE_SIDE + 1, 1, 3).save(&wide).unwrap();
+        match load_rgb(&wide, 8) {
+            Err(e @ DataError::TooLarge { .. }) => {
+                let msg = e.to_string();
+                assert!(msg.contains(&wide.display().to_string()), "{msg}");
+                assert!(msg.contains("at most 16384 pixels wide"), "{msg}");
+            }
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+        // the same cap inside a container file names the record
+        let bytes = fs::read(&wide).unwrap();
+        assert!(matches!(
+            crate::data::recordio::decode_image(&bytes, Path::new("x.rec"), Some(3), None),
+            Err(DataError::TooLarge { record: Some(3), .. })
+        ));
+        fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

@@ -29,7 +29,8 @@ use std::sync::Mutex;
 use image::RgbImage;
 
 use super::error::{DataError, Result};
-use super::folder::{decode_rgb, ImageFolder};
+use super::folder::{decode_rgb, image_error, ImageFolder};
+use crate::util::fs::Staged;
 
 /// RecordIO magic number.
 pub const MAGIC: u32 = 0xced7_230a;
@@ -560,6 +561,15 @@ impl RecordReader {
             if label >= n {
                 return Err(bad(format!("label {label} >= number of identities {n}")));
             }
+        } else if label >= self.image_keys.len() {
+            // Without identity records the class table is sized by the largest label; dense
+            // labels 0..C-1, as insightface writes them, are below the number of records.
+            let n = self.image_keys.len();
+            let offset = self.offsets.get(key).unwrap_or(NO_OFFSET);
+            return Err(bad(format!(
+                "label {label} of the record at byte offset {offset} is not below the {n} \
+                 records of a file without identity records (expected dense labels 0..C-1)"
+            )));
         }
         let start = payload.len() - rec.data.len();
         let mut payload = payload;
@@ -576,44 +586,58 @@ impl RecordReader {
     }
 }
 
-/// Decodes image bytes taken from a container file, naming `path` and `record` on failure.
+/// Decodes image bytes taken from a container file, naming `path` and `record` on failure
+/// (an image past the decoding caps of [`decode_rgb`] gives [`DataError::TooLarge`]).
 pub fn decode_image(
     bytes: &[u8],
     path: &Path,
     record: Option<usize>,
     side: Option<u32>,
 ) -> Result<RgbImage> {
-    decode_rgb(bytes, side).map(|(img, _)| img).map_err(|source| DataError::Image {
-        path: path.to_path_buf(),
-        record,
-        source,
-    })
+    decode_rgb(bytes, side).map(|(img, _)| img).map_err(|source| image_error(path, record, source))
 }
 
-/// Writer of indexed RecordIO files (`FILE.rec` + `FILE.idx`).
+/// Writer of indexed RecordIO files (`FILE.rec` + `FILE.idx`). Both are written under hidden
+/// temporary names beside their targets and moved in place by [`RecordWriter::finish`] (the
+/// `.rec` last), so a pack stopped part-way leaves no truncated `.rec`, and a `.rec` is never
+/// read with another pack's `.idx`. Dropped without `finish`, it removes what it wrote.
 #[derive(Debug)]
 pub struct RecordWriter {
     rec_path: PathBuf,
     idx_path: PathBuf,
+    // Before `staged`: the files are closed before a drop removes them (Windows needs that).
     rec: BufWriter<File>,
     idx: BufWriter<File>,
+    staged: Staged,
     pos: u64,
     records: usize,
     split_records: usize,
 }
 
 impl RecordWriter {
-    /// Creates (truncating) `rec_path` and the `.idx` beside it.
+    /// Writes `rec_path` and the `.idx` beside it, replacing earlier ones once
+    /// [`finish`](Self::finish) has both complete.
     pub fn create(rec_path: impl AsRef<Path>) -> Result<Self> {
+        Self::create_with(rec_path, true)
+    }
+
+    /// [`create`](Self::create), refusing an existing `.rec` or `.idx` (naming it) unless
+    /// `overwrite`.
+    pub fn create_with(rec_path: impl AsRef<Path>, overwrite: bool) -> Result<Self> {
         let rec_path = rec_path.as_ref().to_path_buf();
         let idx_path = rec_path.with_extension("idx");
-        let rec = File::create(&rec_path).map_err(|e| DataError::io(&rec_path, e))?;
-        let idx = File::create(&idx_path).map_err(|e| DataError::io(&idx_path, e))?;
+        let staged = Staged::files(&[rec_path.clone(), idx_path.clone()], overwrite)?;
+        let create = |i: usize| {
+            let path = staged.path(i);
+            File::create(path).map(BufWriter::new).map_err(|e| DataError::io(path, e))
+        };
+        let (rec, idx) = (create(0)?, create(1)?);
         Ok(RecordWriter {
             rec_path,
             idx_path,
-            rec: BufWriter::new(rec),
-            idx: BufWriter::new(idx),
+            rec,
+            idx,
+            staged,
             pos: 0,
             records: 0,
             split_records: 0,
@@ -660,11 +684,14 @@ impl RecordWriter {
         self.pos
     }
 
-    /// Flushes both files.
+    /// Flushes both files and moves them in place, the `.idx` first.
     pub fn finish(mut self) -> Result<()> {
         self.rec.flush().map_err(|e| DataError::io(&self.rec_path, e))?;
         self.idx.flush().map_err(|e| DataError::io(&self.idx_path, e))?;
-        Ok(())
+        let RecordWriter { rec, idx, staged, .. } = self;
+        // Closed before the move: Windows cannot rename an open file.
+        drop((rec, idx));
+        staged.commit().map_err(DataError::from)
     }
 }
 
@@ -692,12 +719,23 @@ pub const PACK_JPEG_QUALITY: u8 = 95;
 /// `.idx` beside it, in insightface's layout: header record 0 with labels `[N+1, N+1+C)`, image
 /// records `1..=N` (label = identity), identity records `N+1..N+1+C` with labels
 /// `[start, end)`. JPEG and PNG files are copied byte for byte (after checking their header);
-/// other formats are decoded and re-encoded as JPEG.
+/// other formats are decoded and re-encoded as JPEG. Earlier files at `out_rec` are replaced
+/// once the new ones are complete ([`RecordWriter`]).
 pub fn pack_folder(src_dir: impl AsRef<Path>, out_rec: impl AsRef<Path>) -> Result<PackStats> {
+    pack_folder_with(src_dir, out_rec, true)
+}
+
+/// [`pack_folder`], refusing an existing `.rec` or `.idx` (naming it) unless `overwrite`.
+pub fn pack_folder_with(
+    src_dir: impl AsRef<Path>,
+    out_rec: impl AsRef<Path>,
+    overwrite: bool,
+) -> Result<PackStats> {
+    // Refused before the folder is scanned, which can take long.
+    let mut w = RecordWriter::create_with(out_rec, overwrite)?;
     let folder = ImageFolder::open(src_dir)?;
     let n = folder.len();
     let classes = folder.num_classes();
-    let mut w = RecordWriter::create(out_rec)?;
     let mut stats = PackStats::default();
     let a = n + 1;
     let b = a + classes;
@@ -1024,50 +1062,178 @@ mod tests {
     }
 
     #[test]
-    fn fuzz_mutations_never_panic() {
-        let (rec, idx) = build_memory(3, 3, true);
-        let mut rng = SplitMix64::new(0xF0CC);
-        let mut ok = 0usize;
-        let mut err = 0usize;
-        let runs = 3000;
-        for run in 0..runs {
-            let mut bytes = rec.clone();
-            let mut text = idx.clone();
-            match run % 5 {
-                // flip random bytes
-                0 | 1 => {
-                    for _ in 0..1 + rng.below(8) {
-                        let i = rng.below(bytes.len());
-                        bytes[i] ^= 1 << rng.below(8);
-                    }
+    fn plain_file_labels_must_be_below_the_record_count() {
+        // 3 records without identity records: dense labels are below 3. 1e9 is exact in f32;
+        // each record is 8 + 24 + 11 bytes padded to 44, so record 1 starts at byte 44.
+        let mut rec = Vec::new();
+        let mut idx = String::new();
+        for (key, label) in [(0usize, 2.0f32), (1, 1.0e9), (2, 3.0)] {
+            idx.push_str(&format!("{key}\t{}\n", rec.len()));
+            let h = RecordHeader { flag: 0, label, id: key as u64, id2: 0 };
+            rec.extend(encode_record(&pack_payload(&h, &[], b"image bytes")).unwrap().0);
+        }
+        assert_eq!(rec.len(), 3 * 44);
+        let r = RecordReader::from_bytes("plain.rec", rec, &idx).unwrap();
+        assert_eq!(r.get(0).unwrap(), (2, b"image bytes".to_vec()));
+        for (index, label, offset) in [(1, "1000000000", 44), (2, "3", 88)] {
+            match r.get(index) {
+                Err(DataError::LabelOutOfRange { record: Some(key), what, .. }) => {
+                    assert_eq!(key, index);
+                    let expected = format!("label {label} of the record at byte offset {offset} ");
+                    assert!(what.starts_with(&expected) && what.contains("3 records"), "{what}");
                 }
-                // overwrite a random 4-byte word (lengths, flags, labels, magic)
-                2 => {
-                    let i = rng.below(bytes.len() / 4) * 4;
-                    let v = rng.next_u64() as u32;
-                    bytes[i..i + 4].copy_from_slice(&v.to_le_bytes());
-                }
-                // truncate
-                3 => bytes.truncate(rng.below(bytes.len())),
-                // mutate the index text
-                _ => {
-                    let mut t = text.into_bytes();
-                    let i = rng.below(t.len());
-                    t[i] = b"0123456789\t\nx-"[rng.below(14)];
-                    text = String::from_utf8_lossy(&t).into_owned();
-                }
-            }
-            match RecordReader::from_bytes("fuzz.rec", bytes, &text) {
-                Ok(r) => {
-                    ok += 1;
-                    for i in 0..r.len().min(12) {
-                        let _ = r.get_image(i, None);
-                    }
-                }
-                Err(_) => err += 1,
+                other => panic!("expected LabelOutOfRange for record {index}, got {other:?}"),
             }
         }
+    }
+
+    /// Byte range where `b` differs from `a`; a length change counts from the shorter end on.
+    fn changed_range(a: &[u8], b: &[u8]) -> Range<usize> {
+        if a == b {
+            return 0..0;
+        }
+        let common = a.len().min(b.len());
+        let lo = (0..common).find(|&i| a[i] != b[i]).unwrap_or(common);
+        let hi = if a.len() == b.len() {
+            (0..common).rev().find(|&i| a[i] != b[i]).map_or(common, |i| i + 1)
+        } else {
+            a.len().max(b.len())
+        };
+        lo..hi
+    }
+
+    /// One mutation of the `.rec` bytes or the `.idx` text, of kind `run % 5`.
+    fn mutate_rec(rec: &[u8], idx: &str, run: usize, rng: &mut SplitMix64) -> (Vec<u8>, String) {
+        let mut bytes = rec.to_vec();
+        let mut text = idx.to_string();
+        match run % 5 {
+            // flip random bits
+            0 | 1 => {
+                for _ in 0..1 + rng.below(8) {
+                    let i = rng.below(bytes.len());
+                    bytes[i] ^= 1 << rng.below(8);
+                }
+            }
+            // overwrite a random 4-byte word (lengths, flags, labels, magic)
+            2 => {
+                let i = rng.below(bytes.len() / 4) * 4;
+                let v = rng.next_u64() as u32;
+                bytes[i..i + 4].copy_from_slice(&v.to_le_bytes());
+            }
+            3 => bytes.truncate(rng.below(bytes.len())),
+            _ => {
+                let mut t = text.into_bytes();
+                let i = rng.below(t.len());
+                t[i] = b"0123456789\t\nx-"[rng.below(14)];
+                text = String::from_utf8_lossy(&t).into_owned();
+            }
+        }
+        (bytes, text)
+    }
+
+    /// Whether an error message says where to look: a byte offset, a record or a key.
+    fn names_the_place(e: &DataError) -> bool {
+        let msg = e.to_string();
+        msg.contains("offset") || msg.contains("(record ") || msg.contains("key ")
+    }
+
+    /// The dataset of [`build_memory`]`(3, 3, true)` and what it holds.
+    struct RecSeed {
+        rec: Vec<u8>,
+        idx: String,
+        /// Byte span of each record, and whether open reads it (record 0, identity records).
+        spans: Vec<(Range<usize>, bool)>,
+        /// Key, label and image bytes of each image record.
+        images: Vec<(usize, usize, Vec<u8>)>,
+    }
+
+    fn rec_seed() -> RecSeed {
+        let (rec, idx) = build_memory(3, 3, true);
+        let r = RecordReader::from_bytes("seed.rec", rec.clone(), &idx).unwrap();
+        let (a, b) = r.header_range().unwrap();
+        // build_memory writes records in key order, so each ends where the next starts
+        let starts: Vec<usize> =
+            idx.lines().map(|l| l.split('\t').nth(1).unwrap().parse().unwrap()).collect();
+        let spans = (0..starts.len())
+            .map(|k| {
+                let end = starts.get(k + 1).copied().unwrap_or(rec.len());
+                (starts[k]..end, k == 0 || (a..b).contains(&k))
+            })
+            .collect();
+        let images = (0..r.len())
+            .map(|i| {
+                let (label, bytes) = r.get(i).unwrap();
+                (r.image_keys()[i], label, bytes)
+            })
+            .collect();
+        RecSeed { rec, idx, spans, images }
+    }
+
+    /// Checks one mutated input: with the index and the records read at open untouched, the
+    /// file opens with the seed's layout and every untouched image record reads back exactly
+    /// as written; a truncated file is refused at open (its last record is read there); every
+    /// error names a byte offset, a record or a key. Returns whether the file opened.
+    fn check_rec_mutation(seed: &RecSeed, bytes: Vec<u8>, text: &str) -> bool {
+        let touched = changed_range(&seed.rec, &bytes);
+        let untouched = |s: &Range<usize>| touched.end <= s.start || s.end <= touched.start;
+        let same_idx = text == seed.idx;
+        let layout_kept =
+            same_idx && seed.spans.iter().all(|(s, at_open)| !at_open || untouched(s));
+        let truncated = bytes.len() < seed.rec.len();
+        let r = match RecordReader::from_bytes("fuzz.rec", bytes, text) {
+            Ok(r) => r,
+            Err(e) => {
+                assert!(!layout_kept, "refused with the layout untouched: {e}");
+                assert!(names_the_place(&e), "{e}");
+                return false;
+            }
+        };
+        assert!(!(truncated && same_idx), "a truncated file opened");
+        if layout_kept {
+            assert_eq!(r.len(), seed.images.len());
+            for (i, (key, label, data)) in seed.images.iter().enumerate() {
+                if untouched(&seed.spans[*key].0) {
+                    assert_eq!(r.get(i).unwrap(), (*label, data.clone()), "record {key}");
+                }
+            }
+        }
+        for i in 0..r.len().min(12) {
+            if let Err(e) = r.get_image(i, None) {
+                assert!(names_the_place(&e), "{e}");
+            }
+        }
+        true
+    }
+
+    /// Opens `runs` mutations of the seed dataset, checking each; returns (opened, refused).
+    fn fuzz_rec(runs: usize, rng_seed: u64) -> (usize, usize) {
+        let seed = rec_seed();
+        let mut rng = SplitMix64::new(rng_seed);
+        let mut opened = 0;
+        for run in 0..runs {
+            let (bytes, text) = mutate_rec(&seed.rec, &seed.idx, run, &mut rng);
+            if check_rec_mutation(&seed, bytes, &text) {
+                opened += 1;
+            }
+        }
+        (opened, runs - opened)
+    }
+
+    #[test]
+    fn fuzz_mutations_read_back_or_name_the_place() {
+        let runs = 3000;
+        let (ok, err) = fuzz_rec(runs, 0xF0CC);
         println!("recordio fuzz: {runs} mutated inputs ({ok} opened, {err} rejected at open)");
+        // both outcomes occur, so both sets of checks ran
+        assert!(ok > 0 && err > 0, "{ok} opened, {err} rejected");
+    }
+
+    #[test]
+    #[ignore = "1,000,000 inputs, minutes: cargo test --release fuzz_long -- --ignored --nocapture"]
+    fn fuzz_long_rec() {
+        let runs = 1_000_000;
+        let (ok, err) = fuzz_rec(runs, 0xF0CC_0001);
+        println!("recordio long fuzz: {runs} inputs, {ok} opened, {err} rejected at open");
         assert_eq!(ok + err, runs);
     }
 }

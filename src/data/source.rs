@@ -49,7 +49,8 @@ impl FaceSource {
     /// subfolder of images per identity. Images are resized to `side` when they differ.
     ///
     /// A `.rec` without identity records (insightface's record 0 header) has its labels read
-    /// from every record, which reads the whole file once.
+    /// from every record, which reads the whole file once; they must be dense (`0..C-1`, so
+    /// below the number of records), as the identity count is the largest label + 1.
     pub fn open(path: impl AsRef<Path>, side: u32) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let is_rec = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("rec"));
@@ -296,6 +297,40 @@ mod tests {
         let item = train.get(0).unwrap();
         assert_eq!(item.label, split.train[0].1);
         assert_eq!(item.index, split.train[0].0);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Writes `dir/plain.rec` and its `.idx`: one 44-byte record (8 + 24 + 11 bytes, padded)
+    /// per label, without identity records (record 0 has flag 0).
+    fn write_plain_rec(dir: &Path, labels: &[f32]) -> PathBuf {
+        use crate::data::recordio::{encode_record, pack_payload, RecordHeader};
+        let (mut rec, mut idx) = (Vec::new(), String::new());
+        for (key, &label) in labels.iter().enumerate() {
+            idx.push_str(&format!("{key}\t{}\n", rec.len()));
+            let h = RecordHeader { flag: 0, label, id: key as u64, id2: 0 };
+            rec.extend(encode_record(&pack_payload(&h, &[], b"image bytes")).unwrap().0);
+        }
+        std::fs::write(dir.join("plain.rec"), rec).unwrap();
+        std::fs::write(dir.join("plain.idx"), idx).unwrap();
+        dir.join("plain.rec")
+    }
+
+    #[test]
+    fn plain_rec_labels_must_be_dense() {
+        let dir = std::env::temp_dir().join(format!("gf-source-plain-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let source = FaceSource::open(write_plain_rec(&dir, &[0.0, 1.0, 1.0]), 16).unwrap();
+        assert_eq!((source.labels(), source.identities()), (&[0, 1, 1][..], 2));
+        // one label of 1e9 would size the class table to a billion identities
+        match FaceSource::open(write_plain_rec(&dir, &[0.0, 1.0, 1.0e9]), 16) {
+            Err(DataError::LabelOutOfRange { record: Some(2), what, path }) => {
+                assert_eq!(path, dir.join("plain.rec"));
+                let expected = "label 1000000000 of the record at byte offset 88";
+                assert!(what.contains(expected) && what.contains("below the 3 records"), "{what}");
+            }
+            other => panic!("expected LabelOutOfRange for record 2, got {other:?}"),
+        }
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -22,7 +22,6 @@
 //! [`SplitMix64`] (from the `rng` module) seeded by hashing the triple.
 
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 use image::{Rgb, RgbImage};
@@ -30,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{DataError, Result};
 use super::rng::{hash3, mix64, SplitMix64};
+use crate::util::fs::Staged;
 
 /// Number of hidden discrete attributes per identity.
 pub const NUM_ATTRIBUTES: usize = 6;
@@ -1258,8 +1258,21 @@ impl SynthFaces {
 
     /// Writes `out/<identity:05>/<index:03>.png` for every image plus `out/attributes.csv`
     /// (header `identity,` then one column per attribute name).
-    pub fn write_folder(&self, out: &Path) -> Result<()> {
-        fs::create_dir_all(out).map_err(|e| DataError::io(out, e))?;
+    ///
+    /// The folder is written as a hidden sibling of `out` and moved in place once complete
+    /// ([`Staged`]), so a run stopped part-way leaves `out` as it was. An `out` that holds
+    /// anything is refused, naming it, unless `overwrite`: the old identities would otherwise
+    /// sit beside the new ones. With `overwrite` the old folder is removed once the new one is
+    /// in place.
+    pub fn write_folder(&self, out: &Path, overwrite: bool) -> Result<()> {
+        let staged = Staged::folder(out, overwrite)?;
+        self.write_images(staged.path(0))?;
+        staged.commit().map_err(DataError::from)
+    }
+
+    /// The images and `attributes.csv` of [`Self::write_folder`], into the existing folder
+    /// `out`.
+    fn write_images(&self, out: &Path) -> Result<()> {
         let csv_path = out.join("attributes.csv");
         let mut csv = String::from("identity");
         for name in ATTRIBUTE_NAMES {
@@ -1287,9 +1300,7 @@ impl SynthFaces {
             }
             csv.push('\n');
         }
-        let mut f = fs::File::create(&csv_path).map_err(|e| DataError::io(&csv_path, e))?;
-        f.write_all(csv.as_bytes()).map_err(|e| DataError::io(&csv_path, e))?;
-        Ok(())
+        fs::write(&csv_path, csv).map_err(|e| DataError::io(&csv_path, e))
     }
 
     /// A grid of `images` images (columns) for each of the first `identities` identities
@@ -1534,7 +1545,7 @@ mod tests {
             ..SynthConfig::default()
         })
         .unwrap();
-        f.write_folder(&dir).unwrap();
+        f.write_folder(&dir, false).unwrap();
         let img = image::open(dir.join("00002").join("001.png")).unwrap().to_rgb8();
         assert_eq!(img.as_raw(), f.image(2, 1).as_raw());
         let csv = fs::read_to_string(dir.join("attributes.csv")).unwrap();
@@ -1544,6 +1555,62 @@ mod tests {
         let row: Vec<u8> = lines[2].split(',').map(|s| s.parse().unwrap()).collect();
         assert_eq!(row[0], 1);
         assert_eq!(&row[1..], &f.attributes(1));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Sorted names in `dir`.
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn small(identities: usize) -> SynthFaces {
+        let config =
+            SynthConfig { identities, images_per_identity: 1, side: 16, ..Default::default() };
+        SynthFaces::new(config).unwrap()
+    }
+
+    #[test]
+    fn a_used_folder_is_refused_and_overwrite_replaces_it_whole() {
+        // Before, a second synth of 2 identities into a folder of 3 left 00002 beside the new
+        // ones, and the folder read as 3 identities.
+        let dir = std::env::temp_dir().join(format!("groupface-synth-used-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let out = dir.join("faces");
+        small(3).write_folder(&out, false).unwrap();
+        let err = small(2).write_folder(&out, false).unwrap_err().to_string();
+        assert!(err.contains(&out.display().to_string()), "{err}");
+        assert!(err.contains("00000, 00001, 00002 and 1 more") && err.contains("overwrite=true"));
+        assert_eq!(names(&out), ["00000", "00001", "00002", "attributes.csv"], "left as it was");
+
+        small(2).write_folder(&out, true).unwrap();
+        assert_eq!(names(&out), ["00000", "00001", "attributes.csv"]);
+        let csv = fs::read_to_string(out.join("attributes.csv")).unwrap();
+        assert_eq!(csv.lines().count(), 1 + 2);
+        assert_eq!(names(&dir), ["faces"], "no temporary or old folder is left");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_interrupted_synth_leaves_the_output_as_it_was() {
+        let dir = std::env::temp_dir().join(format!("groupface-synth-stop-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let out = dir.join("faces");
+        small(2).write_folder(&out, false).unwrap();
+        // What a synth killed part-way leaves: a hidden partial sibling, half written.
+        let partial = dir.join(".faces.partial-4242-0");
+        fs::create_dir_all(partial.join("00000")).unwrap();
+        fs::write(partial.join("00000").join("000.png"), b"half a png").unwrap();
+        assert_eq!(names(&out), ["00000", "00001", "attributes.csv"]);
+        let folder = crate::data::folder::ImageFolder::open(&out).unwrap();
+        assert_eq!((folder.num_classes(), folder.len()), (2, 2));
+        // A later synth into a new folder beside it is not disturbed either.
+        small(1).write_folder(&dir.join("more"), false).unwrap();
+        assert_eq!(names(&dir.join("more")), ["00000", "attributes.csv"]);
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::error::{DataError, Result};
 use super::folder::{load_rgb, ImageFolder};
-use super::recordio::{pack_folder, PackStats, RecordReader};
+use super::recordio::{pack_folder_with, PackStats, RecordReader};
 use super::synth::{SynthConfig, SynthFaces};
 use super::verification_bin::VerificationSet;
 
@@ -104,16 +104,30 @@ pub fn info(path: &Path) -> Result<SourceInfo> {
     }
 }
 
-/// Writes synthetic faces to `out` (one folder per identity plus `attributes.csv`).
+/// Writes synthetic faces to `out` (one folder per identity plus `attributes.csv`), replacing
+/// whatever it held once the new folder is complete.
 pub fn synth(config: SynthConfig, out: &Path) -> Result<usize> {
+    synth_with(config, out, true)
+}
+
+/// [`synth`] as `data synth` runs it: an `out` that holds anything is refused, naming it,
+/// unless `overwrite` ([`SynthFaces::write_folder`]).
+pub fn synth_with(config: SynthConfig, out: &Path, overwrite: bool) -> Result<usize> {
     let faces = SynthFaces::new(config)?;
-    faces.write_folder(out)?;
+    faces.write_folder(out, overwrite)?;
     Ok(faces.len())
 }
 
-/// Packs an image folder into `out` (`.rec`) and its `.idx`.
+/// Packs an image folder into `out` (`.rec`) and its `.idx`, replacing earlier ones once both
+/// are complete.
 pub fn pack(src: &Path, out: &Path) -> Result<PackStats> {
-    pack_folder(src, out)
+    pack_with(src, out, true)
+}
+
+/// [`pack`] as `data pack` runs it: an existing `.rec` or `.idx` is refused, naming it, unless
+/// `overwrite` ([`pack_folder_with`]).
+pub fn pack_with(src: &Path, out: &Path, overwrite: bool) -> Result<PackStats> {
+    pack_folder_with(src, out, overwrite)
 }
 
 /// One figure of the decoding benchmark.
@@ -159,8 +173,9 @@ pub fn bench(
         }
         Ok(())
     })?];
+    // A scratch folder: what an earlier bench left there is replaced.
     let folder_dir: PathBuf = work.join("folder");
-    faces.write_folder(&folder_dir)?;
+    faces.write_folder(&folder_dir, true)?;
     let folder = ImageFolder::open(&folder_dir)?;
     results.push(timed("folder decoding (png)", side, folder.len(), || {
         for (path, _) in folder.items() {
@@ -169,7 +184,7 @@ pub fn bench(
         Ok(())
     })?);
     let rec = work.join("faces.rec");
-    pack_folder(&folder_dir, &rec)?;
+    pack_folder_with(&folder_dir, &rec, true)?;
     let reader = RecordReader::open(&rec)?;
     results.push(timed("rec decoding (png payloads)", side, reader.len(), || {
         for i in 0..reader.len() {
@@ -178,4 +193,71 @@ pub fn bench(
         Ok(())
     })?);
     Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("groupface-tool-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn faces(identities: usize) -> SynthConfig {
+        SynthConfig { identities, images_per_identity: 2, side: 16, ..Default::default() }
+    }
+
+    #[test]
+    fn synth_refuses_a_used_folder_unless_asked_to_overwrite() {
+        let dir = temp_dir("synth");
+        let out = dir.join("faces");
+        assert_eq!(synth_with(faces(3), &out, false).unwrap(), 6);
+        let err = synth_with(faces(2), &out, false).unwrap_err().to_string();
+        assert!(err.contains(&out.display().to_string()), "{err}");
+        assert!(err.contains("overwrite=true"), "{err}");
+        assert_eq!(ImageFolder::open(&out).unwrap().num_classes(), 3, "left as it was");
+        assert_eq!(synth_with(faces(2), &out, true).unwrap(), 4);
+        // 2 identities x 2 images, none of the earlier third identity.
+        let folder = ImageFolder::open(&out).unwrap();
+        assert_eq!((folder.num_classes(), folder.len()), (2, 4));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn pack_refuses_an_existing_rec_unless_asked_to_overwrite() {
+        // Before, a second pack truncated the `.rec` in place and wrote over it.
+        let dir = temp_dir("pack");
+        let (three, two) = (dir.join("three"), dir.join("two"));
+        synth_with(faces(3), &three, false).unwrap();
+        synth_with(faces(2), &two, false).unwrap();
+        let rec = dir.join("faces.rec");
+        assert_eq!(pack_with(&three, &rec, false).unwrap().images, 6);
+        let before = std::fs::read(&rec).unwrap();
+        let err = pack_with(&two, &rec, false).unwrap_err().to_string();
+        assert!(err.contains(&rec.display().to_string()), "{err}");
+        assert!(err.contains("overwrite=true"), "{err}");
+        assert_eq!(std::fs::read(&rec).unwrap(), before, "left as it was");
+        // An `.idx` alone, left by another tool, is not written over either.
+        let lone = dir.join("lone.rec");
+        std::fs::write(lone.with_extension("idx"), "0\t0\n").unwrap();
+        let err = pack_with(&two, &lone, false).unwrap_err().to_string();
+        assert!(err.contains("lone.idx"), "{err}");
+
+        let stats = pack_with(&two, &rec, true).unwrap();
+        assert_eq!((stats.images, stats.identities), (4, 2));
+        let reader = RecordReader::open(&rec).unwrap();
+        assert_eq!((reader.len(), reader.num_classes()), (4, Some(2)));
+        assert_eq!(stats.bytes, std::fs::metadata(&rec).unwrap().len());
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["faces.idx", "faces.rec", "lone.idx", "three", "two"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

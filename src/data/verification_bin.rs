@@ -8,8 +8,10 @@
 //! pickled as `_codecs.encode(latin1_text, 'latin1')`.
 //!
 //! The reader implements only the opcodes such files use (see [`read_pickle`]) and reports any
-//! other opcode with its byte value and offset. The writer emits protocol 4, loadable by
-//! Python 3.4+'s `pickle.load`.
+//! other opcode with its byte value and offset. A memo reference shares the value it names, as
+//! in Python, and the images of a file may add up to at most 4 times its size + 1 MiB (an image
+//! object listed a million times is refused, not copied a million times). The writer emits
+//! protocol 4, loadable by Python 3.4+'s `pickle.load`.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -68,8 +70,14 @@ impl VerificationSet {
     /// Parses pickle bytes; `path` names the data in errors.
     pub fn from_pickle(bytes: &[u8], path: impl Into<PathBuf>) -> Result<Self> {
         let path = path.into();
-        let value = read_pickle(bytes, &path)?;
-        let bad = |what: String| DataError::corrupt(&path, None, what);
+        let (value, stop) = parse_pickle(bytes, &path)?;
+        let bad = |what: String| {
+            DataError::corrupt(
+                &path,
+                None,
+                format!("top-level value ending at pickle byte offset {stop}: {what}"),
+            )
+        };
         let Value::Tuple(items) = value else {
             return Err(bad(format!(
                 "expected a (bins, issame_list) tuple, found {}",
@@ -86,19 +94,7 @@ impl VerificationSet {
                 labels.kind()
             )));
         };
-        let mut images = Vec::with_capacity(bins.borrow().len());
-        for (i, v) in bins.borrow().iter().enumerate() {
-            match v {
-                Value::Bytes(b) => images.push(b.as_ref().clone()),
-                other => {
-                    return Err(DataError::corrupt(
-                        &path,
-                        Some(i),
-                        format!("image {i} is {}, expected bytes", other.kind()),
-                    ))
-                }
-            }
-        }
+        let images = copy_images(&bins.borrow(), bytes.len(), &path)?;
         let mut issame = Vec::with_capacity(labels.borrow().len());
         for (i, v) in labels.borrow().iter().enumerate() {
             match v {
@@ -128,7 +124,7 @@ impl VerificationSet {
     pub fn write(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         self.check()?;
-        fs::write(path, self.to_pickle()).map_err(|e| DataError::io(path, e))
+        crate::util::fs::write_atomic(path, &self.to_pickle()).map_err(DataError::from)
     }
 
     /// Number of pairs.
@@ -157,6 +153,79 @@ impl VerificationSet {
             len: self.images.len(),
         })?;
         decode_image(bytes, &self.source, Some(index), side)
+    }
+}
+
+/// How many times its own size a pickle may expand to. Python stores each bytes object once and
+/// refers to it again through the memo, so an honest `.bin` decodes to about its own size (more
+/// only where one image object is listed several times); unbounded, a few-MB file listing one
+/// image a million times would demand terabytes.
+const EXPANSION_FACTOR: u64 = 4;
+
+/// Added to the bound so that small files listing an image a few times still load.
+const EXPANSION_SLACK: u64 = 1 << 20;
+
+/// Most bytes a pickle of `len` bytes may expand to (its images together, and separately what
+/// its `REDUCE` and `STACK_GLOBAL` calls build).
+fn expansion_limit(len: usize) -> u64 {
+    (len as u64).saturating_mul(EXPANSION_FACTOR).saturating_add(EXPANSION_SLACK)
+}
+
+/// Copies the images out of the shared pickle values, refusing before the copy passes the
+/// expansion limit of a `file_len`-byte file.
+fn copy_images(bins: &[Value], file_len: usize, path: &Path) -> Result<Vec<Vec<u8>>> {
+    let limit = expansion_limit(file_len);
+    let mut total = 0u64;
+    let mut images = Vec::with_capacity(bins.len());
+    for (i, v) in bins.iter().enumerate() {
+        let Value::Bytes(b) = v else {
+            return Err(DataError::corrupt(
+                path,
+                Some(i),
+                format!("image {i} is {}, expected bytes", v.kind()),
+            ));
+        };
+        total += b.len() as u64;
+        if total > limit {
+            return Err(DataError::corrupt(
+                path,
+                Some(i),
+                format!(
+                    "images 0..={i} add up to {total} bytes, more than the {limit} allowed for a \
+                     {file_len}-byte file ({EXPANSION_FACTOR} x its size + 1 MiB): the pickle \
+                     lists the same image object over and over"
+                ),
+            ));
+        }
+        images.push(b.as_ref().clone());
+    }
+    Ok(images)
+}
+
+/// Bytes that `REDUCE` and `STACK_GLOBAL` may still build. Both copy strings that a 2-byte memo
+/// reference can repeat, so without a budget a small file could demand unbounded memory.
+struct Budget {
+    left: u64,
+    limit: u64,
+}
+
+impl Budget {
+    fn new(file_len: usize) -> Self {
+        let limit = expansion_limit(file_len);
+        Budget { left: limit, limit }
+    }
+
+    fn spend(&mut self, n: usize) -> std::result::Result<(), String> {
+        let n = n as u64;
+        if n > self.left {
+            return Err(format!(
+                "building {n} more bytes would pass the {} bytes allowed ({EXPANSION_FACTOR} x \
+                 the file size + 1 MiB): the pickle repeats memoised strings",
+                self.limit
+            ));
+        }
+        self.left -= n;
+        Ok(())
     }
 }
 
@@ -289,11 +358,20 @@ impl<'a> Cursor<'a> {
 /// LONG_BINGET`, plus `GLOBAL` / `STACK_GLOBAL` and `REDUCE` for `_codecs.encode(text,
 /// 'latin1')` and `bytes()` (how Python 3 pickles bytes at protocol 2). Any other opcode is a
 /// [`DataError::UnknownOpcode`].
+///
+/// Memoised values are shared, not copied, as in Python; what `REDUCE` and `STACK_GLOBAL`
+/// build is bounded by a multiple of the file size (an error names the opcode's offset).
 pub fn read_pickle(data: &[u8], path: &Path) -> Result<Value> {
+    parse_pickle(data, path).map(|(value, _)| value)
+}
+
+/// [`read_pickle`], also giving the byte offset of the `STOP` opcode.
+fn parse_pickle(data: &[u8], path: &Path) -> Result<(Value, usize)> {
     let mut cur = Cursor { data, pos: 0, path };
     let mut stack: Vec<Value> = Vec::new();
     let mut marks: Vec<usize> = Vec::new();
     let mut memo: HashMap<u32, Value> = HashMap::new();
+    let mut budget = Budget::new(data.len());
     loop {
         let at = cur.pos;
         if at >= data.len() {
@@ -347,7 +425,7 @@ pub fn read_pickle(data: &[u8], path: &Path) -> Result<Value> {
             }
             b'.' => {
                 // STOP
-                return pop(&mut stack, "STOP");
+                return pop(&mut stack, "STOP").map(|value| (value, at));
             }
             b'(' => marks.push(stack.len()),
             b']' => push = Some(Value::List(Rc::new(RefCell::new(Vec::new())))),
@@ -455,12 +533,13 @@ pub fn read_pickle(data: &[u8], path: &Path) -> Result<Value> {
                 let (Value::Str(m), Value::Str(n)) = (module, name) else {
                     return Err(cur.err(at, "STACK_GLOBAL expects two strings"));
                 };
+                budget.spend(m.len() + n.len()).map_err(|what| cur.err(at, what))?;
                 push = Some(Value::Global(Rc::new((m.to_string(), n.to_string()))));
             }
             b'R' => {
                 let args = pop(&mut stack, "REDUCE")?;
                 let func = pop(&mut stack, "REDUCE")?;
-                push = Some(reduce(&func, &args).map_err(|what| cur.err(at, what))?);
+                push = Some(reduce(&func, &args, &mut budget).map_err(|what| cur.err(at, what))?);
             }
             _ => {
                 return Err(DataError::UnknownOpcode {
@@ -480,7 +559,7 @@ pub fn read_pickle(data: &[u8], path: &Path) -> Result<Value> {
 }
 
 /// The few `REDUCE` calls found in protocol-2 pickles of bytes.
-fn reduce(func: &Value, args: &Value) -> std::result::Result<Value, String> {
+fn reduce(func: &Value, args: &Value, budget: &mut Budget) -> std::result::Result<Value, String> {
     let Value::Global(g) = func else {
         return Err(format!("REDUCE callable is {}, expected a global", func.kind()));
     };
@@ -491,6 +570,7 @@ fn reduce(func: &Value, args: &Value) -> std::result::Result<Value, String> {
         ("_codecs", "encode", [Value::Str(text), Value::Str(enc)])
             if enc.as_str() == "latin1" || enc.as_str() == "latin-1" =>
         {
+            budget.spend(text.len())?;
             let mut out = Vec::with_capacity(text.len());
             for ch in text.chars() {
                 let c = u32::from(ch);
@@ -587,6 +667,9 @@ mod tests {
         assert_eq!(a.get_pixel(3, 5).0, [0, 48, 80], "{name}");
         assert_eq!(set.decode(5, None).unwrap().get_pixel(1, 2).0, [200, 16, 32], "{name}");
         assert_eq!(set.decode(1, Some(4)).unwrap().dimensions(), (4, 4));
+        // image 4 is image 2 again, written once and referred to through the memo
+        assert_eq!(set.images[4], set.images[2], "{name}");
+        assert_ne!(set.images[4], set.images[0], "{name}");
     }
 
     #[test]
@@ -723,8 +806,162 @@ mod tests {
         ));
     }
 
+    /// `(bins, issame)` where `bins` is one `len`-byte image stored once (BINPUT 0) followed by
+    /// `refs` references to it (BINGET 0), and `issame` holds one `True` per pair.
+    fn repeated_image_pickle(len: usize, refs: usize) -> Vec<u8> {
+        let mut out = vec![0x80, 4, b']', b'('];
+        put_bytes(&mut out, &vec![7u8; len]);
+        out.extend_from_slice(&[b'q', 0]);
+        for _ in 0..refs {
+            out.extend_from_slice(&[b'h', 0]);
+        }
+        out.extend_from_slice(b"e](");
+        out.extend(std::iter::repeat_n(0x88, refs.div_ceil(2)));
+        out.extend_from_slice(&[b'e', 0x86, b'.']);
+        out
+    }
+
     #[test]
-    fn fuzz_mutations_never_panic() {
+    fn memo_references_are_shared_and_their_expansion_is_bounded() {
+        // an honest file: one 1000-byte image listed 4 times decodes to 4 equal images
+        let honest = repeated_image_pickle(1000, 3);
+        let set = VerificationSet::from_pickle(&honest, "memo.bin").unwrap();
+        assert_eq!(set.images, vec![vec![7u8; 1000]; 4]);
+        assert_eq!(set.issame, [true, true]);
+        // the parsed list holds 4 handles to one buffer, not 4 copies
+        let Value::Tuple(top) = read_pickle(&honest, Path::new("memo.bin")).unwrap() else {
+            panic!("expected a tuple")
+        };
+        let Value::List(bins) = &top[0] else { panic!("expected a list") };
+        let bins = bins.borrow();
+        let Value::Bytes(first) = &bins[0] else { panic!("expected bytes") };
+        assert_eq!(bins.len(), 4);
+        assert!(bins.iter().all(|v| matches!(v, Value::Bytes(b) if Rc::ptr_eq(b, first))));
+
+        // 199,999 references to a 1000-byte image: 200 MB of images from a 501,015-byte file
+        // (4 + 1005 + 2 + 2 * 199,999 + 3 + 100,000 + 3 bytes). The limit is
+        // 4 * 501,015 + 2^20 = 3,052,636 bytes, first passed by image 3052 (3,053,000 bytes).
+        let attack = repeated_image_pickle(1000, 199_999);
+        assert_eq!(attack.len(), 501_015);
+        match VerificationSet::from_pickle(&attack, "attack.bin") {
+            Err(DataError::Corrupt { record: Some(3052), what, path }) => {
+                assert_eq!(path, PathBuf::from("attack.bin"));
+                assert!(what.contains("3053000 bytes") && what.contains("3052636"), "{what}");
+            }
+            other => panic!("expected the expansion limit at image 3052, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn repeated_reduce_and_stack_global_are_bounded() {
+        let text = "a".repeat(100_000);
+        // _codecs.encode(text, 'latin1') 40 times on one memoised 100,000-character text:
+        // 20 + 100,007 + 10 + 2 bytes before the calls, 8 bytes per call, 4 after: 100,363
+        // bytes. The limit 4 * 100,363 + 2^20 = 1,450,028 allows 14 calls; the 15th REDUCE, at
+        // offset 100,039 + 14 * 8 + 7 = 100,158, is refused.
+        let mut p = vec![0x80, 2];
+        p.extend_from_slice(b"c_codecs\nencode\nq\x00X");
+        p.extend_from_slice(&100_000u32.to_le_bytes());
+        p.extend_from_slice(text.as_bytes());
+        p.extend_from_slice(&[b'q', 1, 0x8c, 6]);
+        p.extend_from_slice(b"latin1q\x02](");
+        assert_eq!(p.len(), 100_039);
+        for _ in 0..40 {
+            p.extend_from_slice(&[b'h', 0, b'h', 1, b'h', 2, 0x86, b'R']);
+        }
+        p.extend_from_slice(&[b'e', b']', 0x86, b'.']);
+        assert_eq!(p.len(), 100_363);
+        let err = VerificationSet::from_pickle(&p, "reduce.bin").unwrap_err().to_string();
+        assert!(err.contains("pickle byte offset 100158:") && err.contains("1450028"), "{err}");
+
+        // STACK_GLOBAL copies module and name: 20 times the memoised text twice. 100,009 bytes
+        // before, 5 per call, 1 after: 100,110 bytes; the limit 4 * 100,110 + 2^20 = 1,449,016
+        // allows 7 calls of 200,000 bytes; the 8th, at 100,009 + 7 * 5 + 4 = 100,048, is refused.
+        let mut g = vec![0x80, 4, b'X'];
+        g.extend_from_slice(&100_000u32.to_le_bytes());
+        g.extend_from_slice(text.as_bytes());
+        g.extend_from_slice(&[b'q', 0]);
+        assert_eq!(g.len(), 100_009);
+        for _ in 0..20 {
+            g.extend_from_slice(&[b'h', 0, b'h', 0, 0x93]);
+        }
+        g.push(b'.');
+        let err = VerificationSet::from_pickle(&g, "global.bin").unwrap_err().to_string();
+        assert!(err.contains("pickle byte offset 100048:") && err.contains("1449016"), "{err}");
+    }
+
+    /// One random mutation of `seed`: byte overwrites, a truncation (whose cut is returned), an
+    /// inserted opcode or a 4-byte length overwrite.
+    fn mutate_pickle(seed: &[u8], rng: &mut SplitMix64) -> (Vec<u8>, Option<usize>) {
+        let mut b = seed.to_vec();
+        match rng.below(4) {
+            0 => {
+                for _ in 0..1 + rng.below(6) {
+                    let i = rng.below(b.len());
+                    b[i] = rng.below(256) as u8;
+                }
+            }
+            1 => {
+                let cut = rng.below(b.len());
+                b.truncate(cut);
+                return (b, Some(cut));
+            }
+            2 => {
+                let i = rng.below(b.len());
+                let op = [b'(', b'e', b'a', b'.', 0x86, b't', b'h', b'q', b'R', b'c', 0x93, 0x94]
+                    [rng.below(12)];
+                b.insert(i, op);
+            }
+            _ => {
+                let i = rng.below(b.len().saturating_sub(4).max(1));
+                let v = (rng.next_u64() as u32).to_le_bytes();
+                for (k, x) in v.iter().enumerate() {
+                    if let Some(slot) = b.get_mut(i + k) {
+                        *slot = *x;
+                    }
+                }
+            }
+        }
+        (b, None)
+    }
+
+    /// What an accepted input must satisfy: the unchanged seed decodes to the seed's set, the
+    /// images stay within the expansion limit, and the set survives a write / read round trip.
+    fn check_accepted(set: &VerificationSet, input: &[u8], seed: (&[u8], &VerificationSet)) {
+        if input == seed.0 {
+            assert_eq!((&set.images, &set.issame), (&seed.1.images, &seed.1.issame));
+        }
+        let total: u64 = set.images.iter().map(|b| b.len() as u64).sum();
+        assert!(total <= expansion_limit(input.len()), "{total} image bytes accepted");
+        let again = VerificationSet::from_pickle(&set.to_pickle(), "again.bin").unwrap();
+        assert_eq!((&again.images, &again.issame), (&set.images, &set.issame));
+        for i in 0..set.images.len().min(4) {
+            if let Err(e) = set.decode(i, None) {
+                let msg = e.to_string();
+                assert!(msg.contains(&format!("(record {i})")), "{msg}");
+            }
+        }
+    }
+
+    /// What a rejected input must satisfy: a prefix parses like the whole file up to the cut, so
+    /// it can only run out of bytes there; any other error names a byte offset or an item,
+    /// except the image / label counts, which are about the whole file.
+    fn check_rejected(e: &DataError, cut: Option<usize>) {
+        if let Some(cut) = cut {
+            match e {
+                DataError::Truncated { offset, .. } => assert!(*offset <= cut as u64, "{e}"),
+                other => panic!("prefix of {cut} bytes: expected Truncated, got {other:?}"),
+            }
+        }
+        let msg = e.to_string();
+        let counts =
+            matches!(e, DataError::OddImageCount { .. } | DataError::LabelCountMismatch { .. });
+        assert!(counts || msg.contains("offset") || msg.contains("(record "), "{msg}");
+    }
+
+    /// Decodes `runs` mutations of four seed pickles, checking every outcome; returns the
+    /// numbers accepted and rejected.
+    fn fuzz_bin(runs: usize, rng_seed: u64) -> (usize, usize) {
         let images = sample_images(8, 4);
         let seeds: Vec<Vec<u8>> = vec![
             write_pickle(&images, &[true, false, true, false]),
@@ -732,44 +969,44 @@ mod tests {
             FIXTURE_PY2.to_vec(),
             FIXTURE_P_HIGHEST.to_vec(),
         ];
-        let mut rng = SplitMix64::new(0xB1B1);
-        let runs = 4000;
-        let mut ok = 0;
+        let sets: Vec<VerificationSet> =
+            seeds.iter().map(|s| VerificationSet::from_pickle(s, "seed.bin").unwrap()).collect();
+        let mut rng = SplitMix64::new(rng_seed);
+        let (mut ok, mut rejected) = (0, 0);
         for run in 0..runs {
-            let mut b = seeds[run % seeds.len()].clone();
-            match rng.below(4) {
-                0 => {
-                    for _ in 0..1 + rng.below(6) {
-                        let i = rng.below(b.len());
-                        b[i] = rng.below(256) as u8;
-                    }
+            let k = run % seeds.len();
+            let (b, cut) = mutate_pickle(&seeds[k], &mut rng);
+            match VerificationSet::from_pickle(&b, "fuzz.bin") {
+                Ok(set) => {
+                    assert!(cut.is_none(), "run {run}: a {}-byte prefix was accepted", b.len());
+                    check_accepted(&set, &b, (seeds[k].as_slice(), &sets[k]));
+                    ok += 1;
                 }
-                1 => b.truncate(rng.below(b.len())),
-                2 => {
-                    let i = rng.below(b.len());
-                    let op =
-                        [b'(', b'e', b'a', b'.', 0x86, b't', b'h', b'q', b'R', b'c', 0x93, 0x94]
-                            [rng.below(12)];
-                    b.insert(i, op);
-                }
-                _ => {
-                    // random 4-byte length overwrite
-                    let i = rng.below(b.len().saturating_sub(4).max(1));
-                    let v = (rng.next_u64() as u32).to_le_bytes();
-                    for (k, x) in v.iter().enumerate() {
-                        if let Some(slot) = b.get_mut(i + k) {
-                            *slot = *x;
-                        }
-                    }
-                }
-            }
-            if let Ok(set) = VerificationSet::from_pickle(&b, "fuzz.bin") {
-                ok += 1;
-                for i in 0..set.images.len().min(4) {
-                    let _ = set.decode(i, None);
+                Err(e) => {
+                    check_rejected(&e, cut);
+                    rejected += 1;
                 }
             }
         }
-        println!("verification .bin fuzz: {runs} mutated inputs, {ok} still parsed");
+        (ok, rejected)
+    }
+
+    #[test]
+    fn fuzz_mutations_decode_or_name_the_offset() {
+        let runs = 4000;
+        let (ok, rejected) = fuzz_bin(runs, 0xB1B1);
+        println!("verification .bin fuzz: {runs} inputs, {ok} accepted, {rejected} rejected");
+        assert_eq!(ok + rejected, runs);
+        // both outcomes occur, so both sets of checks ran
+        assert!(ok > 0 && rejected > 0, "{ok} accepted, {rejected} rejected");
+    }
+
+    #[test]
+    #[ignore = "1,000,000 inputs, minutes: cargo test --release fuzz_long -- --ignored --nocapture"]
+    fn fuzz_long_bin() {
+        let runs = 1_000_000;
+        let (ok, rejected) = fuzz_bin(runs, 0xB1B1_0001);
+        println!("verification .bin long fuzz: {runs} inputs, {ok} accepted, {rejected} rejected");
+        assert_eq!(ok + rejected, runs);
     }
 }

@@ -30,7 +30,6 @@ pub mod verification;
 
 pub use error::{EvalError, Result};
 
-use std::io::Write;
 use std::path::Path;
 
 /// A dense row-major matrix of embeddings (one row per image or template).
@@ -149,28 +148,10 @@ impl<T: Copy + Into<f64>> Matrix<T> {
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so that a
-/// crash or a full disk never leaves a half-written report where a complete one is expected.
+/// Writes `bytes` to `path` whole ([`crate::util::fs::write_atomic`]), so that a crash or a
+/// full disk never leaves a half-written report where a complete one is expected.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .ok_or_else(|| EvalError::invalid("output path", "a file name", path.display()))?;
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        EvalError::io(path, e)
-    })
+    crate::util::fs::write_atomic(path, bytes).map_err(|e| EvalError::io(e.path, e.source))
 }
 
 #[cfg(test)]

@@ -184,6 +184,19 @@ impl<L: PartialEq> Iterator for AllPairs<'_, L> {
         self.j += 1;
         Some(pair)
     }
+
+    /// Exact, so that collecting 5·10⁷ scores or distances allocates once, not by doubling
+    /// (which holds the old and the new buffer at once).
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.labels.len();
+        // What is left of row i, then every pair among the rows after it.
+        let rest = n.saturating_sub(self.j) as u64
+            + all_pairs_count(n.saturating_sub(self.i.saturating_add(1)));
+        match usize::try_from(rest) {
+            Ok(rest) => (rest, Some(rest)),
+            Err(_) => (usize::MAX, None),
+        }
+    }
 }
 
 /// Cosine scores of pairs and their labels, the input of [`crate::eval::roc::Roc`].
@@ -356,6 +369,25 @@ mod tests {
         assert!(all_pairs(&["a"]).is_empty());
         assert!(all_pairs::<u8>(&[]).is_empty());
         assert_eq!(all_pairs_count(0), 0);
+    }
+
+    #[test]
+    fn all_pairs_know_how_many_are_left() {
+        // 4 rows: 6 pairs; after (0,1), (0,2), (0,3) the 3 pairs of rows 1..4 are left.
+        let labels = ["x", "y", "x", "x"];
+        let mut it = all_pairs_iter(&labels);
+        assert_eq!(it.size_hint(), (6, Some(6)));
+        it.next();
+        assert_eq!(it.size_hint(), (5, Some(5)));
+        it.next();
+        it.next();
+        assert_eq!(it.size_hint(), (3, Some(3)));
+        assert_eq!(it.by_ref().count(), 3);
+        assert_eq!(it.size_hint(), (0, Some(0)));
+        assert_eq!(it.next(), None);
+        assert_eq!(it.size_hint(), (0, Some(0)));
+        assert_eq!(all_pairs_iter(&["a"]).size_hint(), (0, Some(0)));
+        assert_eq!(all_pairs_iter::<u8>(&[]).size_hint(), (0, Some(0)));
     }
 
     #[test]

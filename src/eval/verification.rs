@@ -260,11 +260,29 @@ pub fn evaluate_pairs<T: Copy + Into<f64>>(
     pairs: &[Pair],
     options: &Options,
 ) -> Result<VerificationResult> {
-    let prepared = prepared(embeddings, options.normalise)?;
+    let dist = pair_distances(embeddings, pairs.iter().copied(), options.normalise)?;
+    let issame: Vec<bool> = pairs.iter().map(|p| p.2).collect();
+    evaluate_distances_with(&dist, &issame, options)
+}
+
+/// The squared distances of pairs of rows of one matrix, in pair order: bit for bit what
+/// [`squared_distances`] gives for the two rows of each pair copied out, but with every row
+/// prepared once and nothing held per pair beyond its distance (all pairs of 10,000 rows are
+/// 5·10⁷, and pair-major copies of width 512 would be 200 GB).
+///
+/// # Shapes
+/// `embeddings`: `[rows, dim]`; every pair index `< rows`; output: one distance per pair.
+pub fn pair_distances<T: Copy + Into<f64>>(
+    embeddings: &Matrix<T>,
+    pairs: impl IntoIterator<Item = Pair>,
+    normalise: bool,
+) -> Result<Vec<f64>> {
+    let prepared = prepared(embeddings, normalise)?;
     let d = embeddings.cols;
+    let pairs = pairs.into_iter();
     let mut scratch = Vec::with_capacity(d);
-    let mut dist = Vec::with_capacity(pairs.len());
-    for (k, &(a, b, _)) in pairs.iter().enumerate() {
+    let mut dist = Vec::with_capacity(pairs.size_hint().0);
+    for (k, (a, b, _)) in pairs.enumerate() {
         for index in [a, b] {
             if index >= embeddings.rows {
                 return Err(EvalError::invalid(
@@ -283,8 +301,7 @@ pub fn evaluate_pairs<T: Copy + Into<f64>>(
             &mut scratch,
         ));
     }
-    let issame: Vec<bool> = pairs.iter().map(|p| p.2).collect();
-    evaluate_distances_with(&dist, &issame, options)
+    Ok(dist)
 }
 
 /// Verification from flat row-major slices: pair i compares `a[i*dim..(i+1)*dim]` with the
@@ -431,18 +448,20 @@ pub fn evaluate_distances_with(
     })
 }
 
-/// Per pair, the index of the first grid threshold above its distance: the pair is called
-/// "same" (`dist < threshold`) at that threshold and every later one. Counting these indices per
-/// fold gives every confusion matrix of the grid in O(pairs + thresholds), where insightface
-/// recounts all pairs for each of the 400 thresholds.
-struct CountTable {
-    first_same: Vec<u32>,
-    issame: Vec<bool>,
-    grid_len: usize,
+/// Confusion counts of ranges of pairs at every grid threshold. A pair is called "same"
+/// (`dist < threshold`) from the first grid threshold above its distance on; counting these
+/// indices gives every confusion matrix of the grid in O(pairs + thresholds), where insightface
+/// recounts all pairs for each of the 400 thresholds. The indices are found again at each count
+/// rather than stored: 5·10⁷ pairs would otherwise hold 250 MB more per grid.
+struct CountTable<'a> {
+    distances: &'a [f64],
+    issame: &'a [bool],
+    grid: Vec<f64>,
     all: Counts,
 }
 
-/// Confusion counts of a set of pairs at every grid threshold, as histograms of `first_same`.
+/// Confusion counts of a set of pairs at every grid threshold, as histograms of the index of
+/// the first threshold calling each pair same.
 #[derive(Clone)]
 struct Counts {
     /// `pos[j]`: positive pairs first called same at threshold j (j = grid length: never).
@@ -455,25 +474,18 @@ struct Counts {
     negatives: u64,
 }
 
-impl CountTable {
-    fn new(distances: &[f64], issame: &[bool], grid: &[f64]) -> Self {
-        let first_same: Vec<u32> =
-            distances.iter().map(|&d| grid.partition_point(|&t| t <= d) as u32).collect();
-        let mut table = Self {
-            first_same,
-            issame: issame.to_vec(),
-            grid_len: grid.len(),
-            all: Counts::empty(0),
-        };
+impl<'a> CountTable<'a> {
+    fn new(distances: &'a [f64], issame: &'a [bool], grid: &[f64]) -> Self {
+        let mut table = Self { distances, issame, grid: grid.to_vec(), all: Counts::empty(0) };
         table.all = table.counts(0..distances.len());
         table
     }
 
     fn counts(&self, range: std::ops::Range<usize>) -> Counts {
-        let mut c = Counts::empty(self.grid_len);
-        for i in range {
-            let j = self.first_same[i] as usize;
-            if self.issame[i] {
+        let mut c = Counts::empty(self.grid.len());
+        for (&d, &same) in self.distances[range.clone()].iter().zip(&self.issame[range]) {
+            let j = self.grid.partition_point(|&t| t <= d);
+            if same {
                 c.pos[j] += 1;
             } else {
                 c.neg[j] += 1;
@@ -799,6 +811,34 @@ mod tests {
         assert_eq!(r, p);
         let s = flip_sum(&a, &b).unwrap();
         assert_eq!(s.data, vec![9.0, 12.0, 1.0, 2.0]);
+    }
+
+    /// Distances straight from the rows equal, bit for bit, those of the pair-major copies the
+    /// listed-pairs report used to make (insightface's layout, normalised per copy).
+    #[test]
+    fn pair_distances_equal_those_of_copied_rows() {
+        // 6 rows of width 19 (two einsum blocks of 8 and a tail of 3), values of mixed scale.
+        let data: Vec<f32> =
+            (0..6 * 19).map(|i| ((i * 7919) % 101) as f32 / 13.0 - 3.5 + (i % 5) as f32).collect();
+        let m = Matrix::new(6, 19, data).unwrap();
+        let pairs = [(0, 1, true), (5, 2, false), (3, 3, true), (4, 0, false), (2, 5, true)];
+        let copy = |pick: fn(&Pair) -> usize| {
+            let rows: Vec<Vec<f32>> = pairs.iter().map(|p| m.row(pick(p)).to_vec()).collect();
+            Matrix::from_rows(&rows, "copies").unwrap()
+        };
+        let (a, b) = (copy(|p| p.0), copy(|p| p.1));
+        for normalise in [true, false] {
+            let direct = pair_distances(&m, pairs, normalise).unwrap();
+            let copied = squared_distances(&a, &b, normalise).unwrap();
+            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&direct), bits(&copied));
+        }
+        // A row with itself is at distance 0; a reversed pair at the same distance.
+        let d = pair_distances(&m, pairs, true).unwrap();
+        assert_eq!(d[2], 0.0);
+        assert_eq!(d[1], d[4]);
+        let e = pair_distances(&m, [(0, 6, true)], true).unwrap_err();
+        assert!(e.to_string().contains("pair 0") && e.to_string().contains("below 6"), "{e}");
     }
 
     #[test]
