@@ -6,6 +6,7 @@
 #
 #   bash experiments/run_all.sh            # every ablation
 #   bash experiments/run_all.sh groups     # one of them
+#   ABLATION=/path/to/ablation bash experiments/run_all.sh   # a binary built earlier
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs/experiments}
@@ -14,7 +15,8 @@ SEEDS=${SEEDS:-3}
 ablation() {
     local name=$1
     shift
-    cargo run --release --bin ablation -- preset=tiny seeds="$SEEDS" runs="$RUNS" \
+    # shellcheck disable=SC2086
+    ${ABLATION:-cargo run --release --bin ablation --} preset=tiny seeds="$SEEDS" runs="$RUNS" \
         out="experiments/$name" "$@"
 }
 

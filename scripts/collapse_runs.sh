@@ -25,7 +25,15 @@ common="backbone=tiny epochs=3"
 old="label_space=prob lr=0.1"
 
 # The keys of each arm, on top of $common: groups, seed and whatever differs from the defaults.
+# Every arm but the window ones ran before the E[p] window's default became 8 (it was 32), and
+# names the window it ran with.
 keys() {
+    local k
+    k=$(arm_keys "$1") || return
+    if [[ $k == *label_window=* ]]; then echo "$k"; else echo "$k label_window=32"; fi
+}
+
+arm_keys() {
     case $1 in
         # The defaults before this diagnosis: the paper's formula, lr 0.1 at batch 64.
         paper) echo "groups=32 seed=0 $old" ;;
@@ -79,7 +87,7 @@ epochs_of() {
 }
 
 mkdir -p "$root"
-export -f train_arm keys
+export -f train_arm keys arm_keys
 export bin root common old
 # The pretrained arm starts from the baseline arm's network: train that first.
 first=""; rest=""
