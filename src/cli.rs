@@ -227,6 +227,14 @@ impl Args {
         }
     }
 
+    /// A `true|false` key (`1|0` and `yes|no` too), `default` when it is not given.
+    pub fn bool(&self, key: &str, default: bool) -> Result<bool, CliError> {
+        match self.raw(key) {
+            Some(value) => parse_bool(value).ok_or_else(|| self.bad(key, value)),
+            None => Ok(default),
+        }
+    }
+
     /// The value of an optional key, parsed with `FromStr`.
     pub fn get_opt<T: FromStr>(&self, key: &str) -> Result<Option<T>, CliError> {
         match self.raw(key) {
@@ -255,6 +263,12 @@ pub fn parse_bool(value: &str) -> Option<bool> {
         "false" | "0" | "no" => Some(false),
         _ => None,
     }
+}
+
+/// The `overwrite` key of every command that writes an output folder or file; `when` says
+/// when the old output is removed.
+pub fn overwrite_key(when: &'static str) -> Key {
+    Key { name: "overwrite", default: Some("false"), accepts: "true|false", help: when }
 }
 
 /// The keys that describe a model, shared by every binary that builds one.

@@ -457,6 +457,122 @@ impl Ring {
     // ANCHOR_END: ring
 }
 
+/// The checkpoint every rank of a resumed run continues from: the newest epoch whose complete
+/// checkpoint every rank holds (`held`, this rank's complete checkpoints), or `None` when they
+/// share none and the run starts again. A rank killed while writing a checkpoint may hold one
+/// epoch fewer than the others, who still keep the one before (burn-train keeps the last two),
+/// so the ranks meet there instead of refusing to start. Rank 0 listens on the master port,
+/// takes every rank's list, answers each with the epoch and closes the port again before the
+/// ring is formed; the ranks must run the same configuration (`fingerprint`).
+pub fn agree_on_checkpoint(
+    launch: &NodeLaunch,
+    nodes: usize,
+    fingerprint: u64,
+    held: &[usize],
+) -> Result<Option<usize>, String> {
+    let rank = launch.rank;
+    let deadline = Instant::now() + JOIN_TIMEOUT;
+    let decode = |epoch: u64| (epoch > 0).then_some(epoch as usize);
+    if rank == 0 {
+        let port = launch.master_port();
+        let listener = TcpListener::bind(("0.0.0.0", port)).map_err(|e| {
+            format!("master: rank 0 cannot listen on port {port} ({e}); choose another port")
+        })?;
+        let mut common: Vec<usize> = held.to_vec();
+        let mut streams: Vec<TcpStream> = Vec::new();
+        let mut seen = vec![false; nodes];
+        seen[0] = true;
+        let mut problem: Option<String> = None;
+        while streams.len() + 1 < nodes {
+            let mut stream = accept(&listener, deadline)
+                .map_err(|e| format!("rank 0: not every rank came to resume the run: {e}"))?;
+            let hello =
+                read_magic(&mut stream).and_then(|_| read_u64(&mut stream)).and_then(|kind| {
+                    if kind != 2 {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            "expected a rank resuming the run",
+                        ));
+                    }
+                    let (their_rank, their_fingerprint) =
+                        (read_u64(&mut stream)?, read_u64(&mut stream)?);
+                    let count = read_u64(&mut stream)?;
+                    if count > 1 << 20 {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            "too many checkpoints",
+                        ));
+                    }
+                    let epochs = (0..count)
+                        .map(|_| read_u64(&mut stream).map(|e| e as usize))
+                        .collect::<std::io::Result<Vec<usize>>>()?;
+                    Ok((their_rank as usize, their_fingerprint, epochs))
+                });
+            // Not a resuming rank (a stray client, or a rank that did not give resume=true,
+            // whose greeting the ring answers): ignore it and keep waiting.
+            let Ok((their_rank, their_fingerprint, epochs)) = hello else { continue };
+            if problem.is_none() {
+                problem = if their_rank == 0 || their_rank >= nodes || seen[their_rank] {
+                    Some(format!("a process resumes as rank={their_rank} of nodes={nodes}"))
+                } else if their_fingerprint != fingerprint {
+                    Some(format!(
+                        "rank {their_rank}'s configuration differs from rank 0's (every rank \
+                         must run the same configuration; only out= may differ)"
+                    ))
+                } else {
+                    None
+                };
+            }
+            if their_rank < nodes {
+                seen[their_rank] = true;
+            }
+            common.retain(|e| epochs.contains(e));
+            streams.push(stream);
+        }
+        let agreed = common.iter().copied().max();
+        for mut stream in streams {
+            let sent = match &problem {
+                Some(problem) => {
+                    write_u64(&mut stream, 1).and_then(|_| write_text(&mut stream, problem))
+                }
+                None => write_u64(&mut stream, 0)
+                    .and_then(|_| write_u64(&mut stream, agreed.unwrap_or(0) as u64)),
+            };
+            sent.map_err(|e| io_err("rank 0: answering a resuming rank", e))?;
+        }
+        match problem {
+            Some(problem) => Err(problem),
+            None => Ok(agreed),
+        }
+    } else {
+        let master = resolve(&launch.master)?;
+        let mut stream = connect(master, deadline).map_err(|e| {
+            format!("rank {rank} cannot reach the master at {}: {e}", launch.master)
+        })?;
+        let mut message = MAGIC.to_vec();
+        for value in [2, rank as u64, fingerprint, held.len() as u64] {
+            message.extend_from_slice(&value.to_le_bytes());
+        }
+        for &epoch in held {
+            message.extend_from_slice(&(epoch as u64).to_le_bytes());
+        }
+        stream
+            .write_all(&message)
+            .map_err(|e| io_err(&format!("rank {rank}: telling the master its checkpoints"), e))?;
+        stream.set_read_timeout(Some(JOIN_TIMEOUT)).ok();
+        let status = read_u64(&mut stream).map_err(|e| {
+            io_err(&format!("rank {rank}: waiting for the other ranks to resume"), e)
+        })?;
+        if status != 0 {
+            let why = read_text(&mut stream).unwrap_or_default();
+            return Err(format!("rank 0 refused the run: {why}"));
+        }
+        read_u64(&mut stream)
+            .map(decode)
+            .map_err(|e| io_err(&format!("rank {rank}: reading the checkpoint to resume"), e))
+    }
+}
+
 fn resolve(address: &str) -> Result<SocketAddr, String> {
     let addresses: Vec<SocketAddr> = address
         .to_socket_addrs()
@@ -744,6 +860,11 @@ where
         let mut checkpointer = components.checkpointer;
         let interrupter = components.interrupter;
         learner.fork(&self.device);
+        // Resumed from the last epoch's checkpoint: nothing to train, and a rank that had
+        // finished may not come to the ring at all.
+        if starting_epoch > components.num_epochs {
+            return (learner.model(), processor);
+        }
         let mut ring = match Ring::join(&self.launch, self.nodes, self.fingerprint, starting_epoch)
         {
             Ok(ring) => ring,
@@ -945,6 +1066,47 @@ mod tests {
                 err.contains("rank 1 starts at epoch 3, rank 0 at epoch 4"),
                 "rank {rank}: {err}"
             );
+        }
+    }
+
+    /// Runs [`agree_on_checkpoint`] on `nodes` threads, rank r with `fingerprint(r)` and the
+    /// complete checkpoints `held(r)`; returns each rank's answer.
+    fn agree(
+        nodes: usize,
+        fingerprint: impl Fn(usize) -> u64 + Sync,
+        held: impl Fn(usize) -> Vec<usize> + Sync,
+    ) -> Vec<Result<Option<usize>, String>> {
+        let master = format!("127.0.0.1:{}", free_port());
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..nodes)
+                .map(|rank| {
+                    let (master, fingerprint, held) = (&master, &fingerprint, &held);
+                    scope.spawn(move || {
+                        let launch = NodeLaunch::new(nodes, rank, master).unwrap();
+                        agree_on_checkpoint(&launch, nodes, fingerprint(rank), &held(rank))
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    }
+
+    #[test]
+    fn resuming_ranks_meet_at_the_newest_checkpoint_they_all_hold() {
+        let _network = network();
+        // Rank 1 was killed writing epoch 3's checkpoint: it holds 1 and 2 (burn-train keeps
+        // two), the others 2 and 3; every rank holds 2.
+        let held = |rank: usize| if rank == 1 { vec![1, 2] } else { vec![2, 3] };
+        let answers = agree(3, |_| 42, held);
+        assert_eq!(answers, vec![Ok(Some(2)); 3]);
+        // No epoch in common (a rank killed before its first checkpoint): all start again.
+        let answers = agree(2, |_| 42, |rank| if rank == 0 { vec![1] } else { vec![] });
+        assert_eq!(answers, vec![Ok(None); 2]);
+        // Another configuration is refused by name, on every rank.
+        let answers = agree(2, |rank| if rank == 1 { 7 } else { 42 }, |_| vec![1]);
+        for (rank, answer) in answers.iter().enumerate() {
+            let err = answer.as_ref().expect_err("refused");
+            assert!(err.contains("rank 1's configuration differs"), "rank {rank}: {err}");
         }
     }
 

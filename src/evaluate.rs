@@ -116,11 +116,11 @@ pub struct RunReport {
 
 impl RunReport {
     /// Writes `report.json` (and the plain report's CSV, Markdown and ROC plot) into `dir`.
+    /// `report.json` is written last and only once, whole (the plain report's alone would
+    /// lack the group parts): a run killed before it has none, and a resume finishes it.
     pub fn write(&self, dir: &Path) -> Result<(), String> {
-        self.plain.write_all(dir).map_err(|e| e.to_string())?;
-        // The plain writer's report.json lacks the group parts: replace it with the full one.
-        let json = serde_json::to_string_pretty(self).map_err(|e| e.to_string())?;
-        crate::train::write_atomically(&dir.join("report.json"), json.as_bytes())
+        let json = serde_json::to_string_pretty(self).map_err(|e| e.to_string())? + "\n";
+        self.plain.write_all_with_json(dir, &json).map(|_| ()).map_err(|e| e.to_string())
     }
 
     /// Reads a `report.json`.
@@ -971,13 +971,11 @@ fn report_over<I: Iterator<Item = (usize, usize, bool)>>(
     check_shapes(embeddings, group_aware)?;
     let issame: Vec<bool> = pairs().map(|p| p.2).collect();
     let options = verification::Options { folds, ..Default::default() };
+    let scorer = PairScorer::new(embeddings, group_aware);
     let distances: Vec<f64> = match group_aware {
         // insightface's protocol thresholds the squared L2 distance of unit vectors, which is
         // 2 − 2·cos; the group-aware score takes cos's place in the same identity.
-        Some(_) => {
-            let scorer = PairScorer::new(embeddings, group_aware);
-            pairs().map(|(a, b, _)| 2.0 - 2.0 * scorer.score(a, b)).collect()
-        }
+        Some(_) => pairs().map(|(a, b, _)| 2.0 - 2.0 * scorer.score(a, b)).collect(),
         // The raw flip-sum: the protocol normalises in f64, as insightface's numpy code does.
         None => {
             let raw = &embeddings.embedding;
@@ -991,7 +989,6 @@ fn report_over<I: Iterator<Item = (usize, usize, bool)>>(
         .map_err(|e| e.to_string())?;
     // The distances go before the scores and the ROC's sort buffers come.
     drop(distances);
-    let scorer = PairScorer::new(embeddings, group_aware);
     let scores: Vec<f32> = pairs().map(|(a, b, _)| scorer.score(a, b) as f32).collect();
     let roc = Roc::from_scores(&scores, &issame).map_err(|e| e.to_string())?;
     Ok(Report::new(verification, &roc, None, settings))

@@ -349,12 +349,14 @@ impl<B: Backend> FileRecorder<B> for AtomicRecorder {
     }
 }
 
-/// The newest epoch whose checkpoint is complete in `dir/checkpoint`: model, optimiser,
-/// scheduler and group-label window all present.
-pub fn last_checkpoint(dir: &Path) -> Option<usize> {
+/// The epochs whose checkpoint is complete in `dir/checkpoint` (model, optimiser, scheduler
+/// and group-label window all present), in increasing order.
+pub fn complete_checkpoints(dir: &Path) -> Vec<usize> {
     let checkpoints = dir.join("checkpoint");
-    let entries = std::fs::read_dir(&checkpoints).ok()?;
-    entries
+    let Ok(entries) = std::fs::read_dir(&checkpoints) else {
+        return Vec::new();
+    };
+    let mut epochs: Vec<usize> = entries
         .filter_map(|e| {
             e.ok()?.file_name().to_str()?.strip_prefix("model-")?.strip_suffix(".mpk")?.parse().ok()
         })
@@ -364,7 +366,15 @@ pub fn last_checkpoint(dir: &Path) -> Option<usize> {
                 .all(|part| checkpoints.join(format!("{part}-{epoch}.mpk")).is_file())
                 && checkpoints.join(format!("labels-{epoch}.json")).is_file()
         })
-        .max()
+        .collect();
+    epochs.sort_unstable();
+    epochs
+}
+
+/// The newest epoch whose checkpoint is complete in `dir/checkpoint`
+/// ([`complete_checkpoints`]).
+pub fn last_checkpoint(dir: &Path) -> Option<usize> {
+    complete_checkpoints(dir).last().copied()
 }
 
 /// Writes the group-label window as it stands at the end of `epoch` (the state that epoch's
@@ -626,6 +636,20 @@ fn prepare_run_dir(
 ) -> Result<Option<usize>, String> {
     let saved = out.join("config.json");
     if resume {
+        // A run killed while it wrote left temporaries beside its files; a run killed before
+        // it wrote its configuration left nothing else, and starts.
+        for dir in [out.to_path_buf(), out.join("checkpoint")] {
+            crate::util::fs::sweep_temporaries(&dir).map_err(|e| e.to_string())?;
+        }
+        let empty = crate::util::fs::contents_summary(out)
+            .map_err(|e| format!("cannot read run directory {}: {e}", out.display()))?
+            .is_none();
+        if empty {
+            std::fs::create_dir_all(out)
+                .map_err(|e| format!("cannot create run directory {}: {e}", out.display()))?;
+            save_config(config, out)?;
+            return Ok(None);
+        }
         let prior = read_config(&saved)
             .map_err(|e| format!("resume=true: {} is not a run to continue: {e}", out.display()))?;
         let differing = config_differences(config, &prior)?;
@@ -707,11 +731,34 @@ impl BackendJob for TrainRun {
         }
         // This process's shard of the data, and the rank its errors name.
         let rank = self.node.as_ref().map_or(0, |n| n.rank);
-        let resume_from = prepare_run_dir(&config, &self.out, self.resume)?;
+        let mut resume_from = prepare_run_dir(&config, &self.out, self.resume)?;
+        // Ranks must train the same configuration; `out` is not part of it.
+        let fingerprint = crate::data::rng::fnv1a(
+            serde_json::to_string(&config).map_err(|e| e.to_string())?.as_bytes(),
+        );
+        if let (Some(launch), true) = (&self.node, self.resume) {
+            let agreed = crate::cluster::agree_on_checkpoint(
+                launch,
+                config.nodes,
+                fingerprint,
+                &complete_checkpoints(&self.out),
+            )?;
+            if agreed != resume_from {
+                eprintln!(
+                    "resume: rank {rank} holds checkpoints up to epoch {}; the ranks resume \
+                     together from {}",
+                    resume_from.unwrap_or(0),
+                    agreed.map_or("the start".to_string(), |e| format!("epoch {e}"))
+                );
+            }
+            resume_from = agreed;
+        }
         // `report.json` is the last file a run writes: a run that has one is finished, and
-        // resuming it must not train its last epoch again or rewrite what it wrote.
+        // resuming it must not train its last epoch again or rewrite what it wrote (unless
+        // another rank of it needs this one to train that epoch again with it).
         let report_path = self.out.join("report.json");
-        if self.resume && report_path.is_file() {
+        let all_finished = self.node.is_none() || resume_from == Some(config.epochs);
+        if self.resume && report_path.is_file() && all_finished {
             let report = RunReport::read(&report_path)?;
             eprintln!(
                 "resume: {} finished all {} epochs earlier ({}); nothing to do",
@@ -846,9 +893,6 @@ impl BackendJob for TrainRun {
         let schedule = config.schedule(data.train.len()).map_err(|e| e.to_string())?;
         let (strategy, collective_failure) = match &self.node {
             Some(launch) => {
-                // Ranks must train the same configuration; `out` is not part of it.
-                let json = serde_json::to_string(&config).map_err(|e| e.to_string())?;
-                let fingerprint = crate::data::rng::fnv1a(json.as_bytes());
                 let mut strategy = CollectiveStrategy::<B>::new(
                     device.clone(),
                     config.nodes,

@@ -338,3 +338,95 @@ fn a_rank_that_dies_stops_the_others_with_an_error_not_a_hang() {
     assert!(r0.join("checkpoint/model-1.mpk").is_file());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Starts `train` with exactly `args`, its stderr appended to `log`.
+fn spawn_logged(args: &[String], log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_train"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap()
+}
+
+/// A two-process run killed as a scheduler kills a job (rank 1 at a drawn moment, or the
+/// instant it writes a checkpoint; rank 0 right after) and resumed on both ranks with
+/// `resume=true` ends as the uninterrupted run did, on both ranks, to the bit. A rank killed
+/// inside a checkpoint write holds one checkpoint fewer than the other; the ranks meet at the
+/// newest one both hold (`cluster::agree_on_checkpoint`).
+#[cfg(all(unix, feature = "flex"))]
+#[test]
+fn a_killed_two_process_run_resumes_on_both_ranks_to_the_uninterrupted_result() {
+    let _network = network();
+    let dir = temp_dir("cluster-kills");
+    let extra = |r: usize, master: &str| {
+        ["nodes=2".to_string(), format!("rank={r}"), master.to_string(), "epochs=4".into()]
+    };
+    let limit = Duration::from_secs(600);
+    let master = format!("master=127.0.0.1:{}", free_ports(1)[0]);
+    let whole = |r: usize| dir.join(format!("whole-rank{r}"));
+    let started = Instant::now();
+    finish(
+        vec![
+            (start(&whole(1), &extra(1, &master)), whole(1)),
+            (start(&whole(0), &extra(0, &master)), whole(0)),
+        ],
+        limit,
+    );
+    let length = started.elapsed();
+    let mut moments = common::Moments::new(7);
+    let mut apart = 0;
+    for i in 0..3 {
+        let master = format!("master=127.0.0.1:{}", free_ports(1)[0]);
+        let out = |r: usize| dir.join(format!("kill{i}-rank{r}"));
+        let mut rank0 = start(&out(0), &extra(0, &master));
+        let mut rank1 = start(&out(1), &extra(1, &master));
+        let at = if i == 1 {
+            // Inside the write of epoch 2's checkpoint: rank 0 may hold one more than rank 1.
+            common::KillAt::CheckpointWrite(1)
+        } else {
+            // Early enough in the run that rank 1 is still training (`length` includes both
+            // ranks' start and rank 0's evaluation).
+            common::KillAt::After(length.mul_f64(0.1 + 0.6 * moments.next()))
+        };
+        let killed = common::kill_at(&mut rank1, &out(1), at, limit);
+        let _ = rank0.kill();
+        let _ = rank0.wait();
+        let held = |r: usize| groupface::train::last_checkpoint(&out(r));
+        if held(0) != held(1) {
+            apart += 1;
+        }
+        eprintln!(
+            "kill {i} at {at:?}: rank 1 {killed:?}; checkpoints held: rank 0 {:?}, rank 1 {:?}",
+            held(0),
+            held(1)
+        );
+        let resume = |r: usize| {
+            let args: Vec<String> = if out(r).join("config.json").is_file() {
+                vec![format!("out={}", out(r).display()), "resume=true".into()]
+                    .into_iter()
+                    .chain([format!("rank={r}"), master.clone()])
+                    .collect()
+            } else {
+                run_args(&out(r), &extra(r, &master))
+                    .into_iter()
+                    .chain(["resume=true".to_string()])
+                    .collect()
+            };
+            (spawn_logged(&args, &out(r).with_extension("log")), out(r))
+        };
+        finish(vec![resume(1), resume(0)], limit);
+        for r in [0, 1] {
+            let (a, b) = (common::run_bytes(&whole(r)), common::run_bytes(&out(r)));
+            assert_eq!(a.len(), b.len());
+            for ((name, x), (_, y)) in a.iter().zip(&b) {
+                assert!(x == y, "kill {i} at {at:?}: rank {r}'s {name} differs after the resume");
+            }
+            let report = |run: &Path| std::fs::read_to_string(run.join("report.json")).unwrap();
+            assert_eq!(report(&whole(r)), report(&out(r)), "kill {i}: rank {r}'s report");
+        }
+    }
+    eprintln!("{apart} of 3 kills left the ranks at different checkpoints");
+    let _ = std::fs::remove_dir_all(&dir);
+}

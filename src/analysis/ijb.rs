@@ -702,6 +702,17 @@ fn subject_colours(seed: u64, subject: usize) -> [[u8; 3]; 4] {
     c
 }
 
+/// [`write_fake_ijb`] as a command writes it: into a hidden sibling of `root`, moved in place
+/// once whole ([`Staged`](crate::util::fs::Staged)), so an interrupted run leaves nothing
+/// half-written. A `root` that holds anything is refused, naming it, unless `overwrite`: the
+/// old tree's images and meta lines would otherwise sit beside the new ones.
+pub fn write_fake_ijb_to(root: &Path, spec: &FakeIjbSpec, overwrite: bool) -> Result<()> {
+    let staged = crate::util::fs::Staged::folder(root, overwrite)
+        .map_err(|e| AnalysisError::invalid("out", e.to_string()))?;
+    write_fake_ijb(staged.path(0), spec)?;
+    staged.commit().map_err(|e| AnalysisError::io(e.path, e.source))
+}
+
 /// Writes an IJB-shaped tree under `root` (created if needed) for tests of the loader, the
 /// pooling and the evaluation binary, which cannot ship the real (licensed) benchmark.
 ///
@@ -1117,5 +1128,24 @@ mod tests {
         assert_eq!("ijbb".parse::<Ijb>().unwrap(), Ijb::B);
         assert!("ijba".parse::<Ijb>().is_err());
         assert_eq!(Ijb::B.pair_file(), "ijbb_template_pair_label.txt");
+    }
+
+    #[test]
+    fn a_used_root_is_refused_and_replaced_whole_when_asked() {
+        // A second tree of fewer subjects written over the first would leave the first's
+        // crops beside the new meta files.
+        let root = temp_root("used");
+        write_fake_ijb_to(&root, &FakeIjbSpec::uniform(Ijb::C, 3, 2, 1, 1), false).unwrap();
+        let crops = |root: &Path| fs::read_dir(root.join("loose_crop")).unwrap().count();
+        assert_eq!(crops(&root), 6);
+        let smaller = FakeIjbSpec::uniform(Ijb::C, 2, 2, 1, 1);
+        let err = write_fake_ijb_to(&root, &smaller, false).unwrap_err().to_string();
+        assert!(err.contains("out") && err.contains("overwrite=true"), "{err}");
+        assert!(err.contains(&root.display().to_string()), "{err}");
+        assert_eq!(crops(&root), 6, "a refusal changes nothing");
+        write_fake_ijb_to(&root, &smaller, true).unwrap();
+        assert_eq!(crops(&root), 4, "the old crops are gone, not mixed in");
+        assert_eq!(IjbMeta::load(&root, Ijb::C).unwrap().len(), 4);
+        fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -12,7 +12,7 @@ use groupface::backend::{self, BackendKind, Precision};
 use groupface::bench::{
     side_by_side_table, BenchCase, ForwardBench, Rank1Bench, RocBench, TorchReference,
 };
-use groupface::cli::{self, parse_bool, CliError, Key, Spec};
+use groupface::cli::{self, CliError, Key, Spec};
 use groupface::model::GroupFaceConfig;
 
 fn spec() -> Spec {
@@ -181,8 +181,7 @@ fn run() -> Result<(), CliError> {
         }
         other => return Err(args.bad("task", other)),
     }
-    let torch = args.raw("torch").unwrap_or("false");
-    let torch = parse_bool(torch).ok_or_else(|| args.bad("torch", torch))?;
+    let torch = args.bool("torch", false)?;
     let device: usize = args.get("device")?;
     let reference = torch.then(|| {
         let cuda = backend == BackendKind::Cuda;

@@ -10,7 +10,7 @@
 
 use std::path::PathBuf;
 
-use groupface::cli::{parse_bool, CliError, Key, Spec};
+use groupface::cli::{CliError, Key, Spec};
 use groupface::data::synth::{SynthConfig, SynthFaces};
 use groupface::data::tool;
 
@@ -34,19 +34,14 @@ fn generator_keys() -> Vec<Key> {
 
 /// The `overwrite` key of the commands that write a data set.
 fn overwrite_key() -> Key {
-    Key {
-        name: "overwrite",
-        default: Some("false"),
-        accepts: "true|false",
-        help: "replace an out= that holds files (the old one is removed once the new one is \
-               complete)",
-    }
+    groupface::cli::overwrite_key(
+        "replace an out= that holds files (the old one is removed once the new one is complete)",
+    )
 }
 
 /// The value of [`overwrite_key`].
 fn overwrite(args: &groupface::cli::Args) -> Result<bool, String> {
-    let value = args.raw("overwrite").unwrap_or("false");
-    parse_bool(value).ok_or_else(|| args.bad("overwrite", value).to_string())
+    args.bool("overwrite", false).map_err(|e| e.to_string())
 }
 
 /// The generator of `identities` × `images` faces with the keys of [`generator_keys`].
@@ -108,6 +103,7 @@ fn spec(command: &str) -> Option<Spec> {
                 key("images", Some("2"), "integer >= 1", "images per media"),
                 key("side", Some("48"), "integer >= 16", "side of the loose crops"),
                 key("seed", Some("0"), "integer", "pose and colour seed"),
+                overwrite_key(),
             ],
         ),
         "pack" => (
@@ -205,7 +201,7 @@ fn run(words: Vec<String>) -> Result<(), String> {
             );
         }
         "fake-ijb" => {
-            use groupface::analysis::ijb::{write_fake_ijb, FakeIjbSpec};
+            use groupface::analysis::ijb::{write_fake_ijb_to, FakeIjbSpec};
             let out: PathBuf = args.get("out").map_err(err)?;
             let counts: Vec<usize> = ["subjects", "templates", "media", "images"]
                 .into_iter()
@@ -225,7 +221,7 @@ fn run(words: Vec<String>) -> Result<(), String> {
                     counts[3],
                 )
             };
-            write_fake_ijb(&out, &spec).map_err(|e| e.to_string())?;
+            write_fake_ijb_to(&out, &spec, overwrite(&args)?).map_err(|e| e.to_string())?;
             let templates = spec.templates.len();
             let images: usize = spec.templates.iter().flat_map(|t| &t.media).sum();
             // The pair file lists every template pair (write_fake_ijb).

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use groupface::backend::DEFAULT_BACKEND_HELP;
-use groupface::cli::{self, parse_bool, CliError, Key, Spec};
+use groupface::cli::{self, CliError, Key, Spec};
 use groupface::evaluate::EmbedJob;
 use groupface::util::fs::Staged;
 
@@ -27,10 +27,7 @@ fn spec() -> Spec {
             "a folder",
             "embeddings.npy, features.npy, probs.npy, labels.txt, paths.txt",
         ),
-        key(
-            "overwrite",
-            Some("false"),
-            "true|false",
+        cli::overwrite_key(
             "replace an out= that holds files (the old one is removed once the new one is \
              complete)",
         ),
@@ -68,8 +65,7 @@ fn run() -> Result<(), CliError> {
         (Some(_), Some(_)) => return Err(args.bad("init", args.raw("init").unwrap_or(""))),
     };
     let backend = cli::backend(&args)?;
-    let overwrite = args.raw("overwrite").unwrap_or("false");
-    let overwrite = parse_bool(overwrite).ok_or_else(|| args.bad("overwrite", overwrite))?;
+    let overwrite = args.bool("overwrite", false)?;
     // Written beside out= and moved in place once complete: an earlier run's features.npy is
     // never left beside this run's embeddings.
     let out: PathBuf = args.get("out")?;

@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use groupface::cli::{self, parse_bool, CliError, Key, Spec};
+use groupface::cli::{self, CliError, Key, Spec};
 use groupface::cluster::NodeLaunch;
 use groupface::data::synth::SynthConfig;
 use groupface::evaluate::SynthEvalConfig;
@@ -130,12 +130,10 @@ fn spec() -> Spec {
             "resume",
             Some("false"),
             "true|false",
-            "continue the run in out= from its last checkpoint (its config.json is used)",
+            "continue the run in out= from its last checkpoint (its config.json is used; a run \
+             killed before it wrote one is started from the keys given)",
         ),
-        key(
-            "overwrite",
-            Some("false"),
-            "true|false",
+        cli::overwrite_key(
             "replace an out= that holds files (the old directory is removed once the new run \
              finishes)",
         ),
@@ -169,9 +167,7 @@ fn bad(key: &str, value: String, accepts: String) -> CliError {
 fn config_from_args(args: &cli::Args) -> Result<TrainConfig, CliError> {
     let model = cli::model_config(args)?;
     let kind: MarginKind = args.get("margin")?;
-    let straight = args.raw("straight_through").unwrap_or("false");
-    let straight_through =
-        parse_bool(straight).ok_or_else(|| args.bad("straight_through", straight))?;
+    let straight_through = args.bool("straight_through", false)?;
     let data_path = match args.raw("data").unwrap_or("synthetic") {
         "synthetic" => None,
         path => {
@@ -295,28 +291,32 @@ impl From<CliError> for Failure {
 fn run() -> Result<(), Failure> {
     let spec = spec();
     let args = spec.parse(std::env::args().skip(1))?;
-    let resume = args.raw("resume").unwrap_or("false");
-    let resume = parse_bool(resume).ok_or_else(|| args.bad("resume", resume))?;
-    let overwrite = args.raw("overwrite").unwrap_or("false");
-    let overwrite = parse_bool(overwrite).ok_or_else(|| args.bad("overwrite", overwrite))?;
+    let resume = args.bool("resume", false)?;
+    let overwrite = args.bool("overwrite", false)?;
     if overwrite && resume {
         let accepts = "false with resume=true, which continues the run in out=".to_string();
         return Err(bad("overwrite", "true".to_string(), accepts).into());
     }
     let out: PathBuf = args.get("out")?;
     let saved = out.join("config.json");
+    let fixed = ["config", "out", "backend", "device", "resume", "overwrite", "rank", "master"];
+    let setting = spec.keys.iter().map(|k| k.name).find(|k| !fixed.contains(k) && args.given(k));
     let file = match args.raw("config") {
         Some(file) => Some(file.to_string()),
-        None if resume => Some(saved.display().to_string()),
+        None if resume && saved.is_file() => Some(saved.display().to_string()),
+        // A run killed before it wrote its configuration: its keys start it there.
+        None if resume && setting.is_none() => {
+            return Err(Failure::Run(format!(
+                "resume=true: {} holds no config.json, so no run to continue; give the run's \
+                 keys (or config=) with resume=true to start it there",
+                out.display()
+            )))
+        }
         None => None,
     };
     let config = match file.as_deref() {
         Some(file) => {
-            let fixed =
-                ["config", "out", "backend", "device", "resume", "overwrite", "rank", "master"];
-            if let Some(key) =
-                spec.keys.iter().map(|k| k.name).find(|k| !fixed.contains(k) && args.given(k))
-            {
+            if let Some(key) = setting {
                 let value = args.raw(key).unwrap_or("").into();
                 return Err(bad(
                     key,

@@ -336,10 +336,17 @@ impl Report {
     /// Writes `report.json`, `report.csv`, `report.md` and, when there is something to draw,
     /// `roc.svg` and `rank1.svg` into `dir` (created if missing); returns the paths written.
     pub fn write_all(&self, dir: impl AsRef<Path>) -> Result<Vec<PathBuf>> {
+        self.write_all_with_json(dir, &self.json())
+    }
+
+    /// [`Self::write_all`] with `json` as the text of `report.json` (a report that holds this
+    /// one and more). `report.json` is written last, whole: a training run that has one is
+    /// finished, so no other file of the report may come after it.
+    pub fn write_all_with_json(&self, dir: impl AsRef<Path>, json: &str) -> Result<Vec<PathBuf>> {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| EvalError::io(dir, e))?;
         let mut files = vec![
-            (dir.join("report.json"), self.json()),
+            (dir.join("report.json"), json.to_string()),
             (dir.join("report.csv"), self.csv()),
             (dir.join("report.md"), self.markdown()),
         ];
@@ -349,7 +356,7 @@ impl Report {
         if let Some(p) = self.rank1_plot() {
             files.push((dir.join("rank1.svg"), p.to_svg()));
         }
-        for (path, text) in &files {
+        for (path, text) in files.iter().skip(1).chain(&files[..1]) {
             write_atomic(path, text.as_bytes())?;
         }
         Ok(files.into_iter().map(|(p, _)| p).collect())

@@ -51,6 +51,21 @@ pub enum OutputError {
         /// What is there (`already holds a, b and 3 more`, `already exists`).
         found: String,
     },
+    /// Another live process is writing the same output now.
+    #[error(
+        "{} is being written by {holder} now (lock file {}); wait for it to finish, or \
+         choose another out=",
+        path.display(),
+        lock.display()
+    )]
+    Busy {
+        /// The output.
+        path: PathBuf,
+        /// The lock file that says so.
+        lock: PathBuf,
+        /// Who holds it (`process 1234`).
+        holder: String,
+    },
     /// A folder where a file is to be written, or the other way round.
     #[error("{} is {found}; choose another out=", path.display())]
     WrongKind {
@@ -66,7 +81,9 @@ impl OutputError {
     pub fn path(&self) -> &Path {
         match self {
             OutputError::Io(e) => &e.path,
-            OutputError::Occupied { path, .. } | OutputError::WrongKind { path, .. } => path,
+            OutputError::Occupied { path, .. }
+            | OutputError::Busy { path, .. }
+            | OutputError::WrongKind { path, .. } => path,
         }
     }
 }
@@ -118,6 +135,173 @@ fn temp_file(path: &Path) -> io::Result<PathBuf> {
         hidden.push(ext);
     }
     Ok(path.with_file_name(hidden))
+}
+
+/// Whether process `pid` is running. Only Linux can tell cheaply (`/proc/PID`); elsewhere
+/// every process counts as running, so what a killed writer left is kept, never removed
+/// while its writer might still be at work.
+fn process_alive(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    if cfg!(target_os = "linux") {
+        Path::new("/proc").join(pid.to_string()).exists()
+    } else {
+        true
+    }
+}
+
+/// What a temporary name beside an output is, and the process that made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Leftover {
+    /// `.NAME.partial-PID-N`: a [`Staged`] output being written.
+    Partial,
+    /// `.NAME.old-PID-N`: an earlier output moved aside by [`move_aside`].
+    Old,
+    /// `.STEM.tmp-PID-N[.EXT]`: a file of [`write_atomic_with`].
+    Tmp,
+}
+
+/// Reads a hidden name `.BASE.TAG-PID-N[.EXT]` as `(BASE, tag, PID)`; `None` for any other
+/// name.
+fn parse_leftover(name: &str) -> Option<(&str, Leftover, u32)> {
+    let rest = name.strip_prefix('.')?;
+    for (tag, kind) in
+        [(".partial-", Leftover::Partial), (".old-", Leftover::Old), (".tmp-", Leftover::Tmp)]
+    {
+        let Some(at) = rest.rfind(tag) else { continue };
+        let (base, numbers) = (&rest[..at], &rest[at + tag.len()..]);
+        let mut parts = numbers.splitn(2, '-');
+        let pid = parts.next()?.parse().ok()?;
+        // `N`, then the extension of a `.tmp` file.
+        let counter = parts.next()?;
+        let digits = counter.split('.').next()?;
+        if base.is_empty() || digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        if kind != Leftover::Tmp && digits.len() != counter.len() {
+            return None;
+        }
+        return Some((base, kind, pid));
+    }
+    None
+}
+
+/// Removes the temporary files (`.STEM.tmp-PID-N[.EXT]`) that killed writers left in `dir`,
+/// those of running processes excepted, and returns what it removed. A run resumed after a
+/// kill calls it on its folders, so no half-written checkpoint lingers beside the whole ones.
+pub fn sweep_temporaries(dir: &Path) -> Result<Vec<PathBuf>, PathError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(PathError::new(dir, e)),
+    };
+    let mut removed = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| PathError::new(dir, e))?;
+        let name = entry.file_name();
+        let Some((_, Leftover::Tmp, pid)) = name.to_str().and_then(parse_leftover) else {
+            continue;
+        };
+        if !process_alive(pid) {
+            let path = entry.path();
+            remove_all(&path).map_err(|e| PathError::new(&path, e))?;
+            removed.push(path);
+        }
+    }
+    Ok(removed)
+}
+
+/// The leftovers of killed writers of `target` (`.NAME.partial-…`, `.NAME.old-…`) beside it.
+fn stale_siblings(target: &Path) -> Result<Vec<(Leftover, PathBuf)>, PathError> {
+    let name = target.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let dir = parent_dir(target);
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(PathError::new(dir, e)),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| PathError::new(dir, e))?;
+        let file_name = entry.file_name();
+        let Some((base, kind, pid)) = file_name.to_str().and_then(parse_leftover) else {
+            continue;
+        };
+        if base == name && kind != Leftover::Tmp && !process_alive(pid) {
+            found.push((kind, entry.path()));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// `.NAME.lock` beside `target`.
+fn lock_path(target: &Path) -> Result<PathBuf, PathError> {
+    let name = target.file_name().ok_or_else(|| PathError::new(target, no_name()))?;
+    let mut hidden = std::ffi::OsString::from(".");
+    hidden.push(name);
+    hidden.push(".lock");
+    Ok(target.with_file_name(hidden))
+}
+
+/// Takes the lock of `target` (the file `.NAME.lock` holding this process id), so that two
+/// writers of one output cannot interleave their commits (a `.rec` of one beside the `.idx`
+/// of the other). A lock whose process is gone (killed) is taken over. Two processes taking
+/// over the same dead lock at the same instant could both succeed; that needs a kill and two
+/// new writers within microseconds, and is not guarded against.
+fn take_lock(target: &Path) -> Result<PathBuf, OutputError> {
+    let lock = lock_path(target)?;
+    let busy = |holder: String| OutputError::Busy {
+        path: target.to_path_buf(),
+        lock: lock.clone(),
+        holder,
+    };
+    for _ in 0..50 {
+        match OpenOptions::new().write(true).create_new(true).open(&lock) {
+            Ok(mut file) => {
+                file.write_all(std::process::id().to_string().as_bytes())
+                    .and_then(|()| file.sync_all())
+                    .map_err(|e| PathError::new(&lock, e))?;
+                return Ok(lock);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                match fs::read_to_string(&lock).ok().and_then(|s| s.trim().parse::<u32>().ok()) {
+                    Some(pid) if !process_alive(pid) => {
+                        let _ = fs::remove_file(&lock);
+                    }
+                    Some(pid) => return Err(busy(format!("process {pid}"))),
+                    // Empty: its writer is between creating the file and writing its id.
+                    None => std::thread::sleep(std::time::Duration::from_millis(20)),
+                }
+            }
+            Err(e) => return Err(PathError::new(&lock, e).into()),
+        }
+    }
+    Err(busy("another process".to_string()))
+}
+
+/// Clears what killed writers of `targets` (one output: a folder, or a `.rec` with its `.idx`,
+/// the main one first) left beside them. Temporary outputs are removed. Earlier outputs moved
+/// aside by an interrupted [`Staged::commit`] are put back when the main target is missing
+/// (the commit stopped before the new output was whole in place; new parts already moved in
+/// are removed), and removed when it is there (the commit had moved the new one in).
+fn sweep_leftovers(targets: &[PathBuf]) -> Result<(), PathError> {
+    let main_present = targets.first().is_some_and(|t| fs::symlink_metadata(t).is_ok());
+    for target in targets {
+        for (kind, path) in stale_siblings(target)? {
+            match kind {
+                Leftover::Old if !main_present => {
+                    if fs::symlink_metadata(target).is_ok() {
+                        remove_all(target).map_err(|e| PathError::new(target, e))?;
+                    }
+                    fs::rename(&path, target).map_err(|e| PathError::new(target, e))?;
+                }
+                _ => remove_all(&path).map_err(|e| PathError::new(&path, e))?,
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The folder holding `path` (`.` for a bare name).
@@ -277,6 +461,8 @@ pub struct Staged {
     /// `(target, partial)`, the main output first (moved in place last).
     parts: Vec<(PathBuf, PathBuf)>,
     committed: bool,
+    /// The lock of the main target ([`take_lock`]), removed on commit or drop.
+    lock: PathBuf,
 }
 
 impl Staged {
@@ -284,12 +470,18 @@ impl Staged {
     /// [`commit`](Self::commit) moves to `target`. A `target` that holds anything is refused,
     /// naming it, unless `overwrite`.
     pub fn folder(target: &Path, overwrite: bool) -> Result<Self, OutputError> {
-        check_free(target, true, overwrite)?;
-        let partial = sibling(target, "partial").map_err(|e| PathError::new(target, e))?;
         let parent = parent_dir(target);
         fs::create_dir_all(parent).map_err(|e| PathError::new(parent, e))?;
+        let lock = Lock(take_lock(target)?);
+        sweep_leftovers(&[target.to_path_buf()])?;
+        check_free(target, true, overwrite)?;
+        let partial = sibling(target, "partial").map_err(|e| PathError::new(target, e))?;
         fs::create_dir(&partial).map_err(|e| PathError::new(&partial, e))?;
-        Ok(Staged { parts: vec![(target.to_path_buf(), partial)], committed: false })
+        Ok(Staged {
+            parts: vec![(target.to_path_buf(), partial)],
+            committed: false,
+            lock: lock.keep(),
+        })
     }
 
     /// File outputs: the writer creates [`path`](Self::path)`(i)` for `targets[i]`. Any
@@ -297,6 +489,11 @@ impl Staged {
     /// output (a `.rec`, whose `.idx` follows): it is checked first, and [`commit`](Self::commit)
     /// moves it in last, so a reader that finds it finds the others complete.
     pub fn files(targets: &[PathBuf], overwrite: bool) -> Result<Self, OutputError> {
+        let main = targets.first().ok_or_else(|| PathError::new(".", no_name()))?;
+        let parent = parent_dir(main);
+        fs::create_dir_all(parent).map_err(|e| PathError::new(parent, e))?;
+        let lock = Lock(take_lock(main)?);
+        sweep_leftovers(targets)?;
         let mut parts = Vec::with_capacity(targets.len());
         for target in targets {
             check_free(target, false, overwrite)?;
@@ -305,7 +502,7 @@ impl Staged {
             let partial = sibling(target, "partial").map_err(|e| PathError::new(target, e))?;
             parts.push((target.clone(), partial));
         }
-        Ok(Staged { parts, committed: false })
+        Ok(Staged { parts, committed: false, lock: lock.keep() })
     }
 
     /// Where to write the `i`-th output.
@@ -370,6 +567,25 @@ impl Drop for Staged {
                 let _ = remove_all(partial);
             }
         }
+        let _ = fs::remove_file(&self.lock);
+    }
+}
+
+/// A lock taken while a [`Staged`] is being set up: released if the set-up fails.
+struct Lock(PathBuf);
+
+impl Lock {
+    /// Hands the lock to the [`Staged`] that now owns it.
+    fn keep(self) -> PathBuf {
+        let path = self.0.clone();
+        std::mem::forget(self);
+        path
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
     }
 }
 
@@ -512,6 +728,27 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
     }
 
+    /// The id of a process that has ended (a child that ran `true` and was reaped).
+    fn dead_pid() -> u32 {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        child.wait().unwrap();
+        child.id()
+    }
+
+    /// Renames what a writer of this process left to what a killed process `pid` would have
+    /// left: `…-OURPID-N` becomes `…-PID-N`, and every lock file names `pid`.
+    fn as_if_killed(dir: &Path, pid: u32) {
+        let ours = format!("-{}-", std::process::id());
+        for name in names(dir) {
+            if name.ends_with(".lock") {
+                fs::write(dir.join(&name), pid.to_string()).unwrap();
+            } else if name.contains(&ours) {
+                fs::rename(dir.join(&name), dir.join(name.replace(&ours, &format!("-{pid}-"))))
+                    .unwrap();
+            }
+        }
+    }
+
     #[test]
     fn an_interrupted_output_leaves_the_old_one_as_it_was() {
         let dir = temp_dir("interrupted");
@@ -526,13 +763,103 @@ mod tests {
         assert_eq!(names(&out), ["old.txt"]);
         let hidden = partial.file_name().unwrap().to_string_lossy().into_owned();
         assert!(hidden.starts_with(".faces.partial-"), "{hidden}");
-        // Stopped by an error: the partial folder is removed.
+        assert_eq!(names(&dir), [".faces.lock", hidden.as_str(), "faces"]);
+        // While its writer runs, a second writer is refused, naming the lock.
+        let err = Staged::folder(&out, true).unwrap_err();
+        assert!(matches!(err, OutputError::Busy { .. }), "{err}");
+        assert!(err.to_string().contains(".faces.lock"), "{err}");
+        // Once that writer is dead, the next one clears what it left.
+        as_if_killed(&dir, dead_pid());
+        // Stopped by an error: the partial folder is removed, and the lock released.
         let failed = Staged::folder(&out, true).unwrap();
         fs::write(failed.path(0).join("half.txt"), "new").unwrap();
         drop(failed);
         assert_eq!(names(&out), ["old.txt"]);
-        assert_eq!(names(&dir), [hidden.as_str(), "faces"]);
+        assert_eq!(names(&dir), ["faces"]);
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_commit_killed_part_way_is_finished_or_undone_by_the_next_writer() {
+        let dir = temp_dir("killed-commit");
+        let dead = dead_pid();
+        // Killed after the old folder was moved aside and before the new one came in: the old
+        // one is put back, so it is refused as before and nothing was lost.
+        let out = dir.join("faces");
+        let old = dir.join(format!(".faces.old-{dead}-0"));
+        fs::create_dir_all(&old).unwrap();
+        fs::write(old.join("kept.txt"), "old").unwrap();
+        let err = Staged::folder(&out, false).unwrap_err();
+        assert!(matches!(err, OutputError::Occupied { .. }), "{err}");
+        assert_eq!(fs::read_to_string(out.join("kept.txt")).unwrap(), "old");
+        assert_eq!(names(&dir), ["faces"]);
+        // Killed after the new folder came in and before the old one was removed: the old one
+        // goes.
+        fs::create_dir_all(&old).unwrap();
+        Staged::folder(&out, true).unwrap().commit().unwrap();
+        assert_eq!(names(&dir), ["faces"]);
+        assert!(names(&out).is_empty());
+
+        // A `.rec` and its `.idx`: killed after the new `.idx` came in and before the new
+        // `.rec` (moved in last) did. Both old files come back together.
+        let (rec, idx) = (dir.join("train.rec"), dir.join("train.idx"));
+        fs::write(dir.join(format!(".train.rec.old-{dead}-1")), "old rec").unwrap();
+        fs::write(dir.join(format!(".train.idx.old-{dead}-2")), "old idx").unwrap();
+        fs::write(dir.join(format!(".train.rec.partial-{dead}-3")), "new rec").unwrap();
+        fs::write(&idx, "new idx").unwrap();
+        let err = Staged::files(&[rec.clone(), idx.clone()], false).unwrap_err();
+        assert_eq!(err.path(), rec);
+        assert_eq!(fs::read_to_string(&rec).unwrap(), "old rec");
+        assert_eq!(fs::read_to_string(&idx).unwrap(), "old idx");
+        assert_eq!(names(&dir), ["faces", "train.idx", "train.rec"]);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn temporaries_of_dead_writers_are_swept_and_live_ones_kept() {
+        let dir = temp_dir("sweep");
+        let dead = dead_pid();
+        let ours = std::process::id();
+        let names_in = [
+            format!(".model-3.tmp-{dead}-7.mpk"),
+            format!(".labels-3.tmp-{dead}-8.json"),
+            format!(".model-4.tmp-{ours}-9.mpk"),
+            // Not temporaries: kept whatever their look.
+            ".model-5.tmp-x-1.mpk".to_string(),
+            "model-3.mpk".to_string(),
+        ];
+        for name in &names_in {
+            fs::write(dir.join(name), "x").unwrap();
+        }
+        let removed = sweep_temporaries(&dir).unwrap();
+        assert_eq!(removed.len(), 2, "{removed:?}");
+        let mut left = vec![
+            format!(".model-4.tmp-{ours}-9.mpk"),
+            ".model-5.tmp-x-1.mpk".to_string(),
+            "model-3.mpk".to_string(),
+        ];
+        left.sort();
+        assert_eq!(names(&dir), left);
+        assert!(sweep_temporaries(&dir.join("absent")).unwrap().is_empty());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn leftover_names_are_read_exactly() {
+        assert_eq!(parse_leftover(".faces.partial-12-3"), Some(("faces", Leftover::Partial, 12)));
+        assert_eq!(parse_leftover(".a.b.rec.old-7-0"), Some(("a.b.rec", Leftover::Old, 7)));
+        assert_eq!(parse_leftover(".model-3.tmp-5-9.mpk"), Some(("model-3", Leftover::Tmp, 5)));
+        assert_eq!(parse_leftover(".report.tmp-5-9"), Some(("report", Leftover::Tmp, 5)));
+        for other in [
+            "faces.partial-12-3",
+            ".faces.partial-12",
+            ".faces.partial-12-3x",
+            ".faces.old-x-1",
+            "..old-1-2",
+            ".faces.lock",
+        ] {
+            assert_eq!(parse_leftover(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -122,3 +122,105 @@ pub fn run_tensors(run: &Path) -> Vec<(String, Vec<f32>)> {
 pub fn quiet_run(config: TrainConfig, out: PathBuf) -> TrainRun {
     TrainRun { config, out, quiet: true, resume: false, node: None }
 }
+
+/// Kill moments that repeat from run to run (xorshift64*), so a failing kill can be replayed.
+pub struct Moments(u64);
+
+impl Moments {
+    pub fn new(seed: u64) -> Self {
+        Moments(seed.max(1))
+    }
+
+    /// The next draw, uniform in `[0, 1)`.
+    pub fn next(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// The temporary files (`.NAME.tmp-PID-N[.EXT]`, `groupface::util::fs`) in `dir`.
+pub fn temporaries(dir: &Path) -> Vec<String> {
+    let mut found: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.file_name().to_str().map(str::to_string))
+                .filter(|name| name.starts_with('.') && name.contains(".tmp-"))
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
+}
+
+/// When a kill test kills a run.
+#[derive(Debug, Clone, Copy)]
+pub enum KillAt {
+    /// This long after the start.
+    After(std::time::Duration),
+    /// The moment a temporary file appears in `checkpoint/` once this many checkpoints are
+    /// complete: the kill lands inside the write of checkpoint `n + 1`.
+    CheckpointWrite(usize),
+}
+
+/// How a kill went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Killed {
+    /// The run had ended before the kill came.
+    Finished,
+    /// Killed; `true` when a temporary was on disk in `checkpoint/` once the process was gone
+    /// (the kill landed inside a checkpoint write).
+    Killed(bool),
+}
+
+/// Kills `child` (a `train` writing into `out`) with SIGKILL at `at`, giving up after
+/// `limit`.
+pub fn kill_at(
+    child: &mut std::process::Child,
+    out: &Path,
+    at: KillAt,
+    limit: std::time::Duration,
+) -> Killed {
+    let started = std::time::Instant::now();
+    let checkpoint = out.join("checkpoint");
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return Killed::Finished;
+        }
+        let now = match at {
+            KillAt::After(delay) => started.elapsed() >= delay,
+            KillAt::CheckpointWrite(n) => {
+                !temporaries(&checkpoint).is_empty()
+                    && groupface::train::complete_checkpoints(out).len() >= n
+            }
+        };
+        if now || started.elapsed() > limit {
+            break;
+        }
+        let pause = match at {
+            KillAt::After(_) => 2_000,
+            KillAt::CheckpointWrite(_) => 100,
+        };
+        std::thread::sleep(std::time::Duration::from_micros(pause));
+    }
+    let _ = child.kill();
+    let status = child.wait().unwrap();
+    if status.success() {
+        return Killed::Finished;
+    }
+    Killed::Killed(!temporaries(&checkpoint).is_empty())
+}
+
+/// Every tensor of a run's `model.safetensors`, as raw bytes sorted by name: two runs equal to
+/// the bit have equal lists (BatchNorm statistics included; the file's header order may
+/// differ).
+pub fn run_bytes(run: &Path) -> Vec<(String, Vec<u8>)> {
+    let path = run.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut all: Vec<(String, Vec<u8>)> =
+        file.tensors().into_iter().map(|(name, view)| (name, view.data().to_vec())).collect();
+    all.sort();
+    all
+}
