@@ -185,10 +185,7 @@ impl Ring {
         let rank = launch.rank;
         let deadline = Instant::now() + JOIN_TIMEOUT;
         let (listener, table) = if rank == 0 {
-            let port = launch.master_port();
-            let listener = TcpListener::bind(("0.0.0.0", port)).map_err(|e| {
-                format!("master: rank 0 cannot listen on port {port} ({e}); choose another port")
-            })?;
+            let listener = listen_master(launch)?;
             let table = Self::gather(&listener, launch, nodes, (fingerprint, epoch), deadline)?;
             (listener, table)
         } else {
@@ -457,6 +454,14 @@ impl Ring {
     // ANCHOR_END: ring
 }
 
+/// Rank 0's listener on the master port, where every rank meets it.
+fn listen_master(launch: &NodeLaunch) -> Result<TcpListener, String> {
+    let port = launch.master_port();
+    TcpListener::bind(("0.0.0.0", port)).map_err(|e| {
+        format!("master: rank 0 cannot listen on port {port} ({e}); choose another port")
+    })
+}
+
 /// The checkpoint every rank of a resumed run continues from: the newest epoch whose complete
 /// checkpoint every rank holds (`held`, this rank's complete checkpoints), or `None` when they
 /// share none and the run starts again. A rank killed while writing a checkpoint may hold one
@@ -470,107 +475,123 @@ pub fn agree_on_checkpoint(
     fingerprint: u64,
     held: &[usize],
 ) -> Result<Option<usize>, String> {
-    let rank = launch.rank;
     let deadline = Instant::now() + JOIN_TIMEOUT;
-    let decode = |epoch: u64| (epoch > 0).then_some(epoch as usize);
-    if rank == 0 {
-        let port = launch.master_port();
-        let listener = TcpListener::bind(("0.0.0.0", port)).map_err(|e| {
-            format!("master: rank 0 cannot listen on port {port} ({e}); choose another port")
-        })?;
-        let mut common: Vec<usize> = held.to_vec();
-        let mut streams: Vec<TcpStream> = Vec::new();
-        let mut seen = vec![false; nodes];
-        seen[0] = true;
-        let mut problem: Option<String> = None;
-        while streams.len() + 1 < nodes {
-            let mut stream = accept(&listener, deadline)
-                .map_err(|e| format!("rank 0: not every rank came to resume the run: {e}"))?;
-            let hello =
-                read_magic(&mut stream).and_then(|_| read_u64(&mut stream)).and_then(|kind| {
-                    if kind != 2 {
-                        return Err(std::io::Error::new(
-                            std::io::ErrorKind::InvalidData,
-                            "expected a rank resuming the run",
-                        ));
-                    }
-                    let (their_rank, their_fingerprint) =
-                        (read_u64(&mut stream)?, read_u64(&mut stream)?);
-                    let count = read_u64(&mut stream)?;
-                    if count > 1 << 20 {
-                        return Err(std::io::Error::new(
-                            std::io::ErrorKind::InvalidData,
-                            "too many checkpoints",
-                        ));
-                    }
-                    let epochs = (0..count)
-                        .map(|_| read_u64(&mut stream).map(|e| e as usize))
-                        .collect::<std::io::Result<Vec<usize>>>()?;
-                    Ok((their_rank as usize, their_fingerprint, epochs))
-                });
-            // Not a resuming rank (a stray client, or a rank that did not give resume=true,
-            // whose greeting the ring answers): ignore it and keep waiting.
-            let Ok((their_rank, their_fingerprint, epochs)) = hello else { continue };
-            if problem.is_none() {
-                problem = if their_rank == 0 || their_rank >= nodes || seen[their_rank] {
-                    Some(format!("a process resumes as rank={their_rank} of nodes={nodes}"))
-                } else if their_fingerprint != fingerprint {
-                    Some(format!(
-                        "rank {their_rank}'s configuration differs from rank 0's (every rank \
-                         must run the same configuration; only out= may differ)"
-                    ))
-                } else {
-                    None
-                };
-            }
-            if their_rank < nodes {
-                seen[their_rank] = true;
-            }
-            common.retain(|e| epochs.contains(e));
-            streams.push(stream);
-        }
-        let agreed = common.iter().copied().max();
-        for mut stream in streams {
-            let sent = match &problem {
-                Some(problem) => {
-                    write_u64(&mut stream, 1).and_then(|_| write_text(&mut stream, problem))
-                }
-                None => write_u64(&mut stream, 0)
-                    .and_then(|_| write_u64(&mut stream, agreed.unwrap_or(0) as u64)),
-            };
-            sent.map_err(|e| io_err("rank 0: answering a resuming rank", e))?;
-        }
-        match problem {
-            Some(problem) => Err(problem),
-            None => Ok(agreed),
-        }
+    if launch.rank == 0 {
+        let listener = listen_master(launch)?;
+        gather_checkpoints(&listener, nodes, fingerprint, held, deadline)
     } else {
-        let master = resolve(&launch.master)?;
-        let mut stream = connect(master, deadline).map_err(|e| {
-            format!("rank {rank} cannot reach the master at {}: {e}", launch.master)
-        })?;
-        let mut message = MAGIC.to_vec();
-        for value in [2, rank as u64, fingerprint, held.len() as u64] {
-            message.extend_from_slice(&value.to_le_bytes());
-        }
-        for &epoch in held {
-            message.extend_from_slice(&(epoch as u64).to_le_bytes());
-        }
-        stream
-            .write_all(&message)
-            .map_err(|e| io_err(&format!("rank {rank}: telling the master its checkpoints"), e))?;
-        stream.set_read_timeout(Some(JOIN_TIMEOUT)).ok();
-        let status = read_u64(&mut stream).map_err(|e| {
-            io_err(&format!("rank {rank}: waiting for the other ranks to resume"), e)
-        })?;
-        if status != 0 {
-            let why = read_text(&mut stream).unwrap_or_default();
-            return Err(format!("rank 0 refused the run: {why}"));
-        }
-        read_u64(&mut stream)
-            .map(decode)
-            .map_err(|e| io_err(&format!("rank {rank}: reading the checkpoint to resume"), e))
+        send_checkpoints(launch, fingerprint, held, deadline)
     }
+}
+
+/// Reads a resuming rank's message after the greeting: its rank, fingerprint and complete
+/// checkpoints.
+fn read_checkpoints(stream: &mut TcpStream) -> std::io::Result<(usize, u64, Vec<usize>)> {
+    let invalid = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+    read_magic(stream)?;
+    if read_u64(stream)? != 2 {
+        return Err(invalid("expected a rank resuming the run"));
+    }
+    let (rank, fingerprint) = (read_u64(stream)?, read_u64(stream)?);
+    let count = read_u64(stream)?;
+    if count > 1 << 20 {
+        return Err(invalid("too many checkpoints"));
+    }
+    let epochs = (0..count)
+        .map(|_| read_u64(stream).map(|e| e as usize))
+        .collect::<std::io::Result<Vec<usize>>>()?;
+    Ok((rank as usize, fingerprint, epochs))
+}
+
+/// Rank 0 of [`agree_on_checkpoint`]: takes the checkpoints of ranks 1..N, answers each with
+/// the newest epoch all hold (0 for none), or with what is wrong.
+fn gather_checkpoints(
+    listener: &TcpListener,
+    nodes: usize,
+    fingerprint: u64,
+    held: &[usize],
+    deadline: Instant,
+) -> Result<Option<usize>, String> {
+    let mut common: Vec<usize> = held.to_vec();
+    let mut streams: Vec<TcpStream> = Vec::new();
+    let mut seen = vec![false; nodes];
+    seen[0] = true;
+    let mut problem: Option<String> = None;
+    while streams.len() + 1 < nodes {
+        let mut stream = accept(listener, deadline)
+            .map_err(|e| format!("rank 0: not every rank came to resume the run: {e}"))?;
+        // Not a resuming rank (a stray client, or a rank that did not give resume=true, whose
+        // greeting the ring answers): ignore it and keep waiting.
+        let Ok((their_rank, their_fingerprint, epochs)) = read_checkpoints(&mut stream) else {
+            continue;
+        };
+        if problem.is_none() {
+            problem = if their_rank == 0 || their_rank >= nodes || seen[their_rank] {
+                Some(format!("a process resumes as rank={their_rank} of nodes={nodes}"))
+            } else if their_fingerprint != fingerprint {
+                Some(format!(
+                    "rank {their_rank}'s configuration differs from rank 0's (every rank must \
+                     run the same configuration; only out= may differ)"
+                ))
+            } else {
+                None
+            };
+        }
+        if their_rank < nodes {
+            seen[their_rank] = true;
+        }
+        common.retain(|e| epochs.contains(e));
+        streams.push(stream);
+    }
+    let agreed = common.iter().copied().max();
+    for mut stream in streams {
+        let sent = match &problem {
+            Some(problem) => {
+                write_u64(&mut stream, 1).and_then(|_| write_text(&mut stream, problem))
+            }
+            None => write_u64(&mut stream, 0)
+                .and_then(|_| write_u64(&mut stream, agreed.unwrap_or(0) as u64)),
+        };
+        sent.map_err(|e| io_err("rank 0: answering a resuming rank", e))?;
+    }
+    match problem {
+        Some(problem) => Err(problem),
+        None => Ok(agreed),
+    }
+}
+
+/// Ranks 1..N of [`agree_on_checkpoint`]: send the complete checkpoints to rank 0 and read
+/// the epoch to resume from.
+fn send_checkpoints(
+    launch: &NodeLaunch,
+    fingerprint: u64,
+    held: &[usize],
+    deadline: Instant,
+) -> Result<Option<usize>, String> {
+    let rank = launch.rank;
+    let master = resolve(&launch.master)?;
+    let mut stream = connect(master, deadline)
+        .map_err(|e| format!("rank {rank} cannot reach the master at {}: {e}", launch.master))?;
+    let mut message = MAGIC.to_vec();
+    for value in [2, rank as u64, fingerprint, held.len() as u64] {
+        message.extend_from_slice(&value.to_le_bytes());
+    }
+    for &epoch in held {
+        message.extend_from_slice(&(epoch as u64).to_le_bytes());
+    }
+    stream
+        .write_all(&message)
+        .map_err(|e| io_err(&format!("rank {rank}: telling the master its checkpoints"), e))?;
+    stream.set_read_timeout(Some(JOIN_TIMEOUT)).ok();
+    let status = read_u64(&mut stream)
+        .map_err(|e| io_err(&format!("rank {rank}: waiting for the other ranks to resume"), e))?;
+    if status != 0 {
+        let why = read_text(&mut stream).unwrap_or_default();
+        return Err(format!("rank 0 refused the run: {why}"));
+    }
+    read_u64(&mut stream)
+        .map(|epoch| (epoch > 0).then_some(epoch as usize))
+        .map_err(|e| io_err(&format!("rank {rank}: reading the checkpoint to resume"), e))
 }
 
 fn resolve(address: &str) -> Result<SocketAddr, String> {
@@ -994,16 +1015,21 @@ mod tests {
         fingerprint: impl Fn(usize) -> (u64, usize) + Sync,
         body: impl Fn(usize, Result<Ring, String>) -> T + Sync,
     ) -> Vec<T> {
+        on_ranks(nodes, |rank, launch| {
+            let (fingerprint, epoch) = fingerprint(rank);
+            body(rank, Ring::join(launch, nodes, fingerprint, epoch))
+        })
+    }
+
+    /// Runs `body(rank, launch)` on `nodes` threads, each launched as its rank of one run
+    /// with its master on a free loopback port; returns what each returned, by rank.
+    fn on_ranks<T: Send>(nodes: usize, body: impl Fn(usize, &NodeLaunch) -> T + Sync) -> Vec<T> {
         let master = format!("127.0.0.1:{}", free_port());
         std::thread::scope(|scope| {
             let handles: Vec<_> = (0..nodes)
                 .map(|rank| {
-                    let (master, fingerprint, body) = (&master, &fingerprint, &body);
-                    scope.spawn(move || {
-                        let launch = NodeLaunch::new(nodes, rank, master).unwrap();
-                        let (fingerprint, epoch) = fingerprint(rank);
-                        body(rank, Ring::join(&launch, nodes, fingerprint, epoch))
-                    })
+                    let (master, body) = (&master, &body);
+                    scope.spawn(move || body(rank, &NodeLaunch::new(nodes, rank, master).unwrap()))
                 })
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
@@ -1076,18 +1102,8 @@ mod tests {
         fingerprint: impl Fn(usize) -> u64 + Sync,
         held: impl Fn(usize) -> Vec<usize> + Sync,
     ) -> Vec<Result<Option<usize>, String>> {
-        let master = format!("127.0.0.1:{}", free_port());
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..nodes)
-                .map(|rank| {
-                    let (master, fingerprint, held) = (&master, &fingerprint, &held);
-                    scope.spawn(move || {
-                        let launch = NodeLaunch::new(nodes, rank, master).unwrap();
-                        agree_on_checkpoint(&launch, nodes, fingerprint(rank), &held(rank))
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        on_ranks(nodes, |rank, launch| {
+            agree_on_checkpoint(launch, nodes, fingerprint(rank), &held(rank))
         })
     }
 

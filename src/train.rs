@@ -637,31 +637,28 @@ fn prepare_run_dir(
     let saved = out.join("config.json");
     if resume {
         // A run killed while it wrote left temporaries beside its files; a run killed before
-        // it wrote its configuration left nothing else, and starts.
+        // it wrote its configuration left nothing else, and starts as a fresh one.
         for dir in [out.to_path_buf(), out.join("checkpoint")] {
             crate::util::fs::sweep_temporaries(&dir).map_err(|e| e.to_string())?;
         }
-        let empty = crate::util::fs::contents_summary(out)
-            .map_err(|e| format!("cannot read run directory {}: {e}", out.display()))?
-            .is_none();
-        if empty {
-            std::fs::create_dir_all(out)
-                .map_err(|e| format!("cannot create run directory {}: {e}", out.display()))?;
-            save_config(config, out)?;
-            return Ok(None);
+        let held = crate::util::fs::contents_summary(out)
+            .map_err(|e| format!("cannot read run directory {}: {e}", out.display()))?;
+        if held.is_some() {
+            let prior = read_config(&saved).map_err(|e| {
+                format!("resume=true: {} is not a run to continue: {e}", out.display())
+            })?;
+            let differing = config_differences(config, &prior)?;
+            if !differing.is_empty() {
+                return Err(format!(
+                    "resume=true: the configuration differs from {} in {}; resume with the \
+                     saved configuration (give no model or training keys) or choose another \
+                     out=",
+                    saved.display(),
+                    differing.join(", ")
+                ));
+            }
+            return Ok(last_checkpoint(out));
         }
-        let prior = read_config(&saved)
-            .map_err(|e| format!("resume=true: {} is not a run to continue: {e}", out.display()))?;
-        let differing = config_differences(config, &prior)?;
-        if !differing.is_empty() {
-            return Err(format!(
-                "resume=true: the configuration differs from {} in {}; resume with the saved \
-                 configuration (give no model or training keys) or choose another out=",
-                saved.display(),
-                differing.join(", ")
-            ));
-        }
-        return Ok(last_checkpoint(out));
     }
     check_fresh_run_dir(config, out)?;
     std::fs::create_dir_all(out)

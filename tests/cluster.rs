@@ -42,13 +42,9 @@ fn run_args(out: &Path, extra: &[String]) -> Vec<String> {
 /// Starts `train` with its stderr in `out.log` (a file, so a chatty child cannot block on a
 /// full pipe).
 fn start(out: &Path, extra: &[String]) -> Child {
-    let log = File::create(out.with_extension("log")).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_train"))
-        .args(run_args(out, extra))
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .unwrap()
+    let log = out.with_extension("log");
+    File::create(&log).unwrap();
+    spawn_logged(&run_args(out, extra), &log)
 }
 
 /// Waits for every child, killing all of them if one fails or the time runs out, so a rank
@@ -418,13 +414,11 @@ fn a_killed_two_process_run_resumes_on_both_ranks_to_the_uninterrupted_result() 
         };
         finish(vec![resume(1), resume(0)], limit);
         for r in [0, 1] {
-            let (a, b) = (common::run_bytes(&whole(r)), common::run_bytes(&out(r)));
-            assert_eq!(a.len(), b.len());
-            for ((name, x), (_, y)) in a.iter().zip(&b) {
-                assert!(x == y, "kill {i} at {at:?}: rank {r}'s {name} differs after the resume");
-            }
-            let report = |run: &Path| std::fs::read_to_string(run.join("report.json")).unwrap();
-            assert_eq!(report(&whole(r)), report(&out(r)), "kill {i}: rank {r}'s report");
+            common::assert_resumed_like(
+                &whole(r),
+                &out(r),
+                &format!("kill {i} at {at:?}: rank {r}"),
+            );
         }
     }
     eprintln!("{apart} of 3 kills left the ranks at different checkpoints");

@@ -187,35 +187,9 @@ fn parse_leftover(name: &str) -> Option<(&str, Leftover, u32)> {
     None
 }
 
-/// Removes the temporary files (`.STEM.tmp-PID-N[.EXT]`) that killed writers left in `dir`,
-/// those of running processes excepted, and returns what it removed. A run resumed after a
-/// kill calls it on its folders, so no half-written checkpoint lingers beside the whole ones.
-pub fn sweep_temporaries(dir: &Path) -> Result<Vec<PathBuf>, PathError> {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(PathError::new(dir, e)),
-    };
-    let mut removed = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| PathError::new(dir, e))?;
-        let name = entry.file_name();
-        let Some((_, Leftover::Tmp, pid)) = name.to_str().and_then(parse_leftover) else {
-            continue;
-        };
-        if !process_alive(pid) {
-            let path = entry.path();
-            remove_all(&path).map_err(|e| PathError::new(&path, e))?;
-            removed.push(path);
-        }
-    }
-    Ok(removed)
-}
-
-/// The leftovers of killed writers of `target` (`.NAME.partial-…`, `.NAME.old-…`) beside it.
-fn stale_siblings(target: &Path) -> Result<Vec<(Leftover, PathBuf)>, PathError> {
-    let name = target.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    let dir = parent_dir(target);
+/// What writers that are no longer running left in `dir`: `(BASE, kind, path)` of every
+/// `.BASE.TAG-PID-N[.EXT]` whose process is gone. A missing `dir` holds nothing.
+fn dead_leftovers(dir: &Path) -> Result<Vec<(String, Leftover, PathBuf)>, PathError> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -224,14 +198,40 @@ fn stale_siblings(target: &Path) -> Result<Vec<(Leftover, PathBuf)>, PathError> 
     let mut found = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| PathError::new(dir, e))?;
-        let file_name = entry.file_name();
-        let Some((base, kind, pid)) = file_name.to_str().and_then(parse_leftover) else {
+        let name = entry.file_name();
+        let Some((base, kind, pid)) = name.to_str().and_then(parse_leftover) else {
             continue;
         };
-        if base == name && kind != Leftover::Tmp && !process_alive(pid) {
-            found.push((kind, entry.path()));
+        if !process_alive(pid) {
+            found.push((base.to_string(), kind, entry.path()));
         }
     }
+    Ok(found)
+}
+
+/// Removes the temporary files (`.STEM.tmp-PID-N[.EXT]`) that killed writers left in `dir`,
+/// those of running processes excepted, and returns what it removed. A run resumed after a
+/// kill calls it on its folders, so no half-written checkpoint lingers beside the whole ones.
+pub fn sweep_temporaries(dir: &Path) -> Result<Vec<PathBuf>, PathError> {
+    let mut removed = Vec::new();
+    for (_, kind, path) in dead_leftovers(dir)? {
+        if kind == Leftover::Tmp {
+            remove_all(&path).map_err(|e| PathError::new(&path, e))?;
+            removed.push(path);
+        }
+    }
+    Ok(removed)
+}
+
+/// The leftovers of killed writers of `target` (`.NAME.partial-…`, `.NAME.old-…`) beside it,
+/// the partial ones first.
+fn stale_siblings(target: &Path) -> Result<Vec<(Leftover, PathBuf)>, PathError> {
+    let name = target.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let mut found: Vec<(Leftover, PathBuf)> = dead_leftovers(parent_dir(target))?
+        .into_iter()
+        .filter(|(base, kind, _)| base == name && *kind != Leftover::Tmp)
+        .map(|(_, kind, path)| (kind, path))
+        .collect();
     found.sort();
     Ok(found)
 }
@@ -461,8 +461,9 @@ pub struct Staged {
     /// `(target, partial)`, the main output first (moved in place last).
     parts: Vec<(PathBuf, PathBuf)>,
     committed: bool,
-    /// The lock of the main target ([`take_lock`]), removed on commit or drop.
-    lock: PathBuf,
+    /// The lock of the main target ([`take_lock`]), released when the output is dropped
+    /// (after its partial files are removed) or committed.
+    _lock: Lock,
 }
 
 impl Staged {
@@ -472,16 +473,12 @@ impl Staged {
     pub fn folder(target: &Path, overwrite: bool) -> Result<Self, OutputError> {
         let parent = parent_dir(target);
         fs::create_dir_all(parent).map_err(|e| PathError::new(parent, e))?;
-        let lock = Lock(take_lock(target)?);
+        let _lock = Lock(take_lock(target)?);
         sweep_leftovers(&[target.to_path_buf()])?;
         check_free(target, true, overwrite)?;
         let partial = sibling(target, "partial").map_err(|e| PathError::new(target, e))?;
         fs::create_dir(&partial).map_err(|e| PathError::new(&partial, e))?;
-        Ok(Staged {
-            parts: vec![(target.to_path_buf(), partial)],
-            committed: false,
-            lock: lock.keep(),
-        })
+        Ok(Staged { parts: vec![(target.to_path_buf(), partial)], committed: false, _lock })
     }
 
     /// File outputs: the writer creates [`path`](Self::path)`(i)` for `targets[i]`. Any
@@ -492,7 +489,7 @@ impl Staged {
         let main = targets.first().ok_or_else(|| PathError::new(".", no_name()))?;
         let parent = parent_dir(main);
         fs::create_dir_all(parent).map_err(|e| PathError::new(parent, e))?;
-        let lock = Lock(take_lock(main)?);
+        let _lock = Lock(take_lock(main)?);
         sweep_leftovers(targets)?;
         let mut parts = Vec::with_capacity(targets.len());
         for target in targets {
@@ -502,7 +499,7 @@ impl Staged {
             let partial = sibling(target, "partial").map_err(|e| PathError::new(target, e))?;
             parts.push((target.clone(), partial));
         }
-        Ok(Staged { parts, committed: false, lock: lock.keep() })
+        Ok(Staged { parts, committed: false, _lock })
     }
 
     /// Where to write the `i`-th output.
@@ -567,21 +564,13 @@ impl Drop for Staged {
                 let _ = remove_all(partial);
             }
         }
-        let _ = fs::remove_file(&self.lock);
     }
 }
 
-/// A lock taken while a [`Staged`] is being set up: released if the set-up fails.
+/// A taken lock file ([`take_lock`]), removed when dropped: by a [`Staged`] once its output is
+/// committed or abandoned, or at once when setting the output up fails.
+#[derive(Debug)]
 struct Lock(PathBuf);
-
-impl Lock {
-    /// Hands the lock to the [`Staged`] that now owns it.
-    fn keep(self) -> PathBuf {
-        let path = self.0.clone();
-        std::mem::forget(self);
-        path
-    }
-}
 
 impl Drop for Lock {
     fn drop(&mut self) {

@@ -224,3 +224,18 @@ pub fn run_bytes(run: &Path) -> Vec<(String, Vec<u8>)> {
     all.sort();
     all
 }
+
+/// A run resumed after a kill ends as the uninterrupted run `whole` did: the same weights to
+/// the bit, the same held-out report, and no temporary left behind.
+pub fn assert_resumed_like(whole: &Path, run: &Path, what: &str) {
+    let (a, b) = (run_bytes(whole), run_bytes(run));
+    assert_eq!(a.len(), b.len(), "{what}");
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        assert!(x == y, "{what}: {name} differs from the uninterrupted run");
+    }
+    let report = |run: &Path| std::fs::read_to_string(run.join("report.json")).unwrap();
+    assert_eq!(report(whole), report(run), "{what}: report.json");
+    for dir in [run.to_path_buf(), run.join("checkpoint")] {
+        assert!(temporaries(&dir).is_empty(), "{what}: left {:?}", temporaries(&dir));
+    }
+}
