@@ -2,8 +2,8 @@
 """PyTorch counterpart of `cargo run --release --bin bench`: training-step throughput.
 
 Why: to say how fast groupface's Burn training step is, we need the same step in PyTorch on the
-same machine. Same model (scripts/torch_groupface.py mirrors src/model.rs), same data (uniform
-[-1, 1] images, labels `i % classes`), same step as src/bench.rs + src/training.rs: forward,
+same machine. Same model (scripts/torch_groupface.py mirrors src/model/mod.rs), same data (uniform
+[-1, 1] images, labels `i % classes`), same step as src/app/bench.rs + src/train/step.rs: forward,
 ArcFace margin softmax (s = 64, m = 0.5, exact gradient) over `classes` identities, plus
 0.1 x the self-grouping loss with self-distributed labels (window 32) when groups > 0, backward,
 SGD (lr 0.01, momentum 0.9, dampening 0, weight decay 5e-4) over the model and the class weights.
@@ -117,7 +117,7 @@ def integer(values: dict[str, str | None], key: str, minimum: int) -> int:
 
 @dataclass
 class BenchCase:
-    """One configuration, as src/bench.rs's BenchCase."""
+    """One configuration, as src/app/bench.rs's BenchCase."""
 
     backbone: str
     model: GroupFaceConfig
@@ -207,7 +207,7 @@ def run(case: BenchCase) -> dict:
     """Builds the model and data, times `steps` steps after `warmup` untimed ones."""
     torch.manual_seed(case.seed)
     model = TrainModel(case.model, case.classes).to(case.device).train()
-    # Dampening 0 as PyTorch's default; src/training.rs sets Burn's to 0 to match.
+    # Dampening 0 as PyTorch's default; src/train/step.rs sets Burn's to 0 to match.
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     labeler = SelfDistributedLabeler(window=32)
     side = case.model.backbone.input_side

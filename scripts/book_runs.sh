@@ -234,7 +234,7 @@ fi
 
 if want interop; then
     # The parity tests against PyTorch's outputs, with the largest difference of every output.
-    tests "max abs diff|^test |test result" --test interop -- --nocapture --test-threads=1 \
+    tests "max abs diff|^test |test result" --test integration interop:: -- --nocapture --test-threads=1 \
         >assets/book_interop.txt
     echo "assets/book_interop.txt ($commit)"
 fi
@@ -242,8 +242,8 @@ fi
 if want replica_tests; then
     # What the data-parallel tests measure, as they print it.
     {
-        tests "largest|ended|^test |test result" --test cluster -- --nocapture --test-threads=1
-        tests "^update|^test |test result" --test training two_replicas -- --nocapture
+        tests "largest|ended|^test |test result" --test integration cluster:: -- --nocapture --test-threads=1
+        tests "^update|^test |test result" --test integration training::two_replicas -- --nocapture
     } >assets/book_replica_tests.txt
     echo "assets/book_replica_tests.txt ($commit)"
 fi
@@ -291,7 +291,7 @@ if want export; then
     # What the exporter writes, read back by PyTorch: the interop test exports the fixture
     # models it loaded, and the fixture script compares them with its own weights and outputs.
     {
-        shown=$(tests "^wrote|^test |test result" --test interop export_round_trips -- --nocapture)
+        shown=$(tests "^wrote|^test |test result" --test integration interop::export_round_trips -- --nocapture)
         echo "$shown"
         for file in $(awk '/^wrote/ { print $2 }' <<<"$shown"); do
             echo "\$ python3 scripts/make_interop_fixture.py --check-export $file"

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Independent count of IResNet / GroupFace forward FLOPs, for checking src/summary.rs.
+"""Independent count of IResNet / GroupFace forward FLOPs, for checking src/model/summary.rs.
 
 FLOPs = 2 x multiply-adds of convolutions and FC layers for one 112x112 image, the
 convention under which the paper prints ArcFace r100 24.2, H-GroupFace 24.4 and

@@ -1,4 +1,4 @@
-"""PyTorch twin of groupface's Rust model (src/backbone.rs, src/model.rs), for interop and benches.
+"""PyTorch twin of groupface's Rust model (src/model/backbone.rs, src/model/mod.rs), for interop and benches.
 
 Why it exists: the Rust crate must load insightface checkpoints, export weights that PyTorch can
 read back, and be compared with PyTorch for speed. This file is the reference side of all three:
@@ -8,7 +8,7 @@ so that a checkpoint moves between the two with a fixed, documented key mapping.
 Backbone keys (insightface's `iresnet.py` names, so its checkpoints load with `strict=True`)
 --------------------------------------------------------------------------------------------
 
-| PyTorch key                                  | Rust field (src/backbone.rs)        |
+| PyTorch key                                  | Rust field (src/model/backbone.rs)        |
 |----------------------------------------------|-------------------------------------|
 | `conv1.weight` [C0,3,3,3]                    | `stem.weight`                       |
 | `bn1.{weight,bias,running_mean,running_var}` | `stem_bn.{gamma,beta,running_*}`    |
@@ -31,7 +31,7 @@ GroupFace keys (`GroupFace` module: `backbone.` + the keys above, then `head.`)
 The head mirrors the Rust field names of `GroupHead`, `GroupFc` and `GroupDecisionNetwork`, so the
 key of a tensor is its Rust path with PyTorch's leaf names:
 
-| PyTorch key                            | shape        | Rust field (src/model.rs)            |
+| PyTorch key                            | shape        | Rust field (src/model/mod.rs)            |
 |----------------------------------------|--------------|--------------------------------------|
 | `head.instance_fc.weight` / `.bias`    | [D,S] / [D]  | `head.instance_fc` (FC_inst)         |
 | `head.instance_bn.*`                   | [D]          | `head.instance_bn`                   |
@@ -72,7 +72,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-#: BatchNorm epsilon of every normalisation, as in insightface and src/backbone.rs.
+#: BatchNorm epsilon of every normalisation, as in insightface and src/model/backbone.rs.
 BN_EPS = 1e-5
 
 MODES = ("soft", "hard")
@@ -268,7 +268,7 @@ class IResNet(nn.Module):
         self._init_like_insightface(freeze_feature_scale)
 
     def _init_like_insightface(self, freeze_feature_scale: bool) -> None:
-        # Convs N(0, 0.1) as insightface and src/backbone.rs; BN scale 1, shift 0 (PyTorch's
+        # Convs N(0, 0.1) as insightface and src/model/backbone.rs; BN scale 1, shift 0 (PyTorch's
         # default); Linear keeps PyTorch's default, which equals Burn's LinearConfig default.
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
@@ -481,12 +481,12 @@ def backbone_key_map(config: IResNetConfig, prefix: str = "") -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Training pieces shared by the bench (SPEC section 2), mirroring src/loss.rs and src/labels.rs.
+# Training pieces shared by the bench (SPEC section 2), mirroring src/objective/loss.rs and src/objective/labels.rs.
 # ---------------------------------------------------------------------------------------------
 
 
 class MarginSoftmax(nn.Module):
-    """ArcFace margin softmax with exact gradients and the th/mm guard (src/loss.rs).
+    """ArcFace margin softmax with exact gradients and the th/mm guard (src/objective/loss.rs).
 
     Target logit `s*cos(theta + m)`, replaced by `s*(cos theta - m*sin m)` where
     `theta + m > pi`; W is bias-free and L2-normalised row-wise in the forward pass.
@@ -538,7 +538,7 @@ class SelfDistributedLabeler:
 
 
 class TrainModel(nn.Module):
-    """Model + class weights as one module, so one optimiser covers both (src/training.rs)."""
+    """Model + class weights as one module, so one optimiser covers both (src/train/step.rs)."""
 
     def __init__(self, config: GroupFaceConfig, classes: int, lam: float = 0.1) -> None:
         super().__init__()

@@ -3,49 +3,44 @@
 //! GroupFace (Kim et al., CVPR 2020: "GroupFace: Learning Latent Groups and Constructing
 //! Group-based Representations for Face Recognition") on the Burn deep-learning framework.
 //!
-//! Everything here is generic over Burn's [`Backend`](burn::tensor::backend::Backend); the
-//! backend is picked once, in [`backend`], from the compiled cargo features and a `backend=` key.
+//! Everything that touches tensors is generic over Burn's
+//! [`Backend`](burn::tensor::backend::Backend); the backend is picked once, in [`backend`], from
+//! the compiled cargo features and a `backend=` key.
 //!
-//! - [`backbone`]: insightface's IResNet (r18/r34/r50/r100 and CPU-sized presets);
-//!   [`conv`]: its convolution as a backend extension with its own gradient kernels.
-//! - [`model`]: the GroupFace head (instance FC, K group FCs, group decision network).
-//! - [`labels`]: naive and self-distributed group labels.
-//! - [`loss`]: ArcFace / CosFace / SphereFace / softmax margins, self-grouping loss, Center loss.
-//! - [`similarity`]: plain and group-aware similarity.
-//! - [`summary`]: parameter and FLOP counts from a configuration.
-//! - [`train`], [`learner`], [`schedule`]: training runs with burn-train's Learner;
-//!   [`cluster`]: the same across processes and machines.
-//! - [`embed`], [`eval`], [`evaluate`], [`analysis`]: embeddings, the evaluation protocols and
-//!   what the groups learned.
-//! - [`ablation`]: grids of runs and their comparison with the paper.
-//! - [`util`]: files written whole, outputs never mixed with an earlier one.
+//! ## Layers
+//!
+//! One folder per concern. Each layer imports only the layers above it in this list, never one
+//! below, so reading from the top never needs a later module:
+//!
+//! 0. [`util`]: files written whole, outputs never mixed with an earlier one,
+//!    [`ConfigError`](util::error::ConfigError) and the `named_enum!` names of the CLI's enums.
+//!    [`backend`]: the backend choice and insightface's convolution as a backend extension with
+//!    its own gradient kernels ([`backend::conv`]).
+//! 1. [`data`]: synthetic faces, image folders, RecordIO, `.bin` pairs, the loader.
+//!    [`protocol`]: host-side, Burn-free evaluation protocols bit-exact with insightface and
+//!    scikit-learn (verification, ROC, identification, IJB and its alignment, reports, plots).
+//!    [`analysis`]: what the learned groups capture (usage, NMI, PCA scatter, image grids).
+//! 2. [`model`]: the GroupFace model (instance FC, K group FCs, group decision network), the
+//!    IResNet backbone, its norm and activation layers, FLOP counts and PyTorch interop.
+//! 3. [`objective`]: margin losses (ArcFace, CosFace, SphereFace, softmax), the self-grouping
+//!    loss, Center loss, and the naive and self-distributed group labels.
+//! 4. [`evaluate`]: a model through a protocol: embeddings, plain and group-aware similarity,
+//!    rank-1 on the backend, held-out evaluation, listed pairs, `.bin` files and IJB.
+//! 5. [`train`]: a training run with burn-train's Learner: its configuration, the step, metrics,
+//!    schedules, the run directory and multi-process training ([`train::cluster`]).
+//! 6. [`app`]: what the binaries share: the CLI, the `eval`/`embed` jobs, ablation grids, the
+//!    step benchmark and the `data` tool.
+//!
+//! The binaries in `src/bin` parse their arguments and call [`app`] or [`train`].
 #![recursion_limit = "256"]
 
-pub mod ablation;
-pub mod activation;
 pub mod analysis;
-pub mod backbone;
+pub mod app;
 pub mod backend;
-pub mod bench;
-pub mod cli;
-pub mod cluster;
-pub mod conv;
 pub mod data;
-pub mod embed;
-pub mod error;
-pub mod eval;
 pub mod evaluate;
-pub mod identify;
-pub mod interop;
-pub mod labels;
-pub mod learner;
-pub mod loss;
 pub mod model;
-pub mod norm;
-pub mod plot;
-pub mod schedule;
-pub mod similarity;
-pub mod summary;
+pub mod objective;
+pub mod protocol;
 pub mod train;
-pub mod training;
 pub mod util;

@@ -12,13 +12,14 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Mutex, MutexGuard};
 
-use groupface::embed::{Embeddings, HostMatrix};
-use groupface::eval::pairs::{all_pairs, Pair};
-use groupface::eval::report::Report;
-use groupface::eval::roc::Roc;
-use groupface::eval::verification;
-use groupface::evaluate::{all_pairs_report, pairs_report};
-use groupface::similarity::GroupAwareParams;
+use groupface::evaluate::embed::Embeddings;
+use groupface::evaluate::pairs::{all_pairs_report, pairs_report};
+use groupface::evaluate::similarity::GroupAwareParams;
+use groupface::protocol::pairs::{all_pairs, Pair};
+use groupface::protocol::report::Report;
+use groupface::protocol::roc::Roc;
+use groupface::protocol::verification;
+use groupface::protocol::Matrix;
 
 /// Bytes allocated now, and the most since the last [`peak_during`] began.
 static CURRENT: AtomicUsize = AtomicUsize::new(0);
@@ -126,12 +127,10 @@ fn embeddings(n: usize, dim: usize, per: usize, feature_dim: usize) -> (Embeddin
             data.push(centres[id * dim + k] + next());
         }
     }
-    let feature = (feature_dim > 0).then(|| HostMatrix {
-        rows: n,
-        cols: feature_dim,
-        data: (0..n * feature_dim).map(|_| next()).collect(),
+    let feature = (feature_dim > 0).then(|| {
+        Matrix::new(n, feature_dim, (0..n * feature_dim).map(|_| next()).collect()).unwrap()
     });
-    let embedding = HostMatrix { rows: n, cols: dim, data };
+    let embedding = Matrix::new(n, dim, data).unwrap();
     (Embeddings { embedding, feature, probs: None }, labels)
 }
 
@@ -288,11 +287,12 @@ fn all_pairs_of_10000_embeddings_peak() {
     );
     // The passes one by one, each from nothing held, so the peak can be placed.
     let (e, labels) = embeddings(10_000, 512, 5, 0);
-    let pairs = || groupface::eval::pairs::all_pairs_iter(&labels);
+    let pairs = || groupface::protocol::pairs::all_pairs_iter(&labels);
     let (issame, labels_peak) = peak_during(|| pairs().map(|p| p.2).collect::<Vec<bool>>());
     let raw = &e.embedding;
     let (distances, protocol_peak) = peak_during(|| {
-        let matrix = groupface::eval::Matrix::new(raw.rows, raw.cols, raw.data.clone()).unwrap();
+        let matrix =
+            groupface::protocol::Matrix::new(raw.rows, raw.cols, raw.data.clone()).unwrap();
         verification::pair_distances(&matrix, pairs(), true).unwrap()
     });
     let (_, options_peak) = peak_during(|| {

@@ -21,8 +21,8 @@ use std::path::Path;
 
 use image::{Rgb, RgbImage};
 
-use super::error::{AnalysisError, Result};
-use super::FeatureMatrix;
+use crate::protocol::analysis_error::{AnalysisError, Result};
+use crate::protocol::Matrix;
 
 // ---------------------------------------------------------------------------------------------
 // Group usage.
@@ -291,30 +291,34 @@ const PCA_BLOCK: usize = 8;
 /// pseudo-random start, with Rayleigh–Ritz (a small Jacobi eigen-solver) each step, until the
 /// top-two residuals fall below 1e-10 of the largest eigenvalue or 2000 iterations pass.
 ///
-/// Errors: fewer than 2 rows or 2 columns, a non-finite value, or all rows identical.
-pub fn pca_2d(data: &FeatureMatrix) -> Result<Projection> {
-    let (n, d) = (data.rows(), data.dim());
+/// Errors: fewer than 2 rows or 2 columns, data that is not `rows x cols` values, a non-finite
+/// value, or all rows identical.
+pub fn pca_2d(data: &Matrix) -> Result<Projection> {
+    let (n, d) = (data.rows, data.cols);
     if n < 2 || d < 2 {
         return Err(AnalysisError::invalid(
             "data",
             format!("PCA to 2-D needs at least 2 rows and 2 columns, found {n} x {d}"),
         ));
     }
-    if let Some(i) = data.as_slice().iter().position(|v| !v.is_finite()) {
+    data.check_shape().map_err(|e| AnalysisError::invalid("data", e.to_string()))?;
+    if let Some(i) = data.data.iter().position(|v| !v.is_finite()) {
         return Err(AnalysisError::invalid(
             "data",
             format!("row {} column {} is not finite", i / d, i % d),
         ));
     }
     let mut mean = vec![0f64; d];
-    for row in data.iter() {
+    for row in data.iter_rows() {
         for (m, v) in mean.iter_mut().zip(row) {
             *m += f64::from(*v);
         }
     }
     mean.iter_mut().for_each(|m| *m /= n as f64);
-    let x: Vec<f64> =
-        data.iter().flat_map(|row| row.iter().zip(&mean).map(|(v, m)| f64::from(*v) - m)).collect();
+    let x: Vec<f64> = data
+        .iter_rows()
+        .flat_map(|row| row.iter().zip(&mean).map(|(v, m)| f64::from(*v) - m))
+        .collect();
     let denom = (n - 1) as f64;
     let total_variance = x.iter().map(|v| v * v).sum::<f64>() / denom;
     if total_variance == 0.0 {
@@ -928,7 +932,7 @@ mod tests {
             [0.0, 0.0, 1.0],
             [0.0, 0.0, -1.0],
         ];
-        let p = pca_2d(&FeatureMatrix::from_rows(&rows).unwrap()).unwrap();
+        let p = pca_2d(&Matrix::from_rows(&rows, "rows").unwrap()).unwrap();
         assert_close(p.explained_variance[0], 3.6);
         assert_close(p.explained_variance[1], 1.6);
         assert_close(p.total_variance, 5.6);
@@ -953,7 +957,7 @@ mod tests {
             .iter()
             .map(|&(a, b)| [5.0 + s * (a + b), 5.0 + s * (a - b), 5.0])
             .collect();
-        let p = pca_2d(&FeatureMatrix::from_rows(&rows).unwrap()).unwrap();
+        let p = pca_2d(&Matrix::from_rows(&rows, "rows").unwrap()).unwrap();
         let tol = 1e-6; // inputs are f32
         assert!((p.explained_variance[0] - 8.0 / 3.0).abs() < tol);
         assert!((p.explained_variance[1] - 2.0 / 3.0).abs() < tol);
@@ -982,7 +986,7 @@ mod tests {
                 (0..6).map(|j: usize| ((i * i * 3 + j * 5 + i * j) % 17) as f32).collect()
             })
             .collect();
-        let p = pca_2d(&FeatureMatrix::from_rows(&rows).unwrap()).unwrap();
+        let p = pca_2d(&Matrix::from_rows(&rows, "rows").unwrap()).unwrap();
         assert_close(p.explained_variance[0], 41.86563452153109);
         assert_close(p.explained_variance[1], 31.695765488682262);
         let want = [
@@ -1000,15 +1004,15 @@ mod tests {
     fn pca_rank_one_and_bad_inputs() {
         // all points on one line: the second axis carries no variance but is still orthogonal
         let rows: Vec<[f32; 4]> = (0..5).map(|i| [i as f32, 2.0 * i as f32, 0.0, 1.0]).collect();
-        let p = pca_2d(&FeatureMatrix::from_rows(&rows).unwrap()).unwrap();
+        let p = pca_2d(&Matrix::from_rows(&rows, "rows").unwrap()).unwrap();
         assert!((p.explained_variance[0] - p.total_variance).abs() < 1e-9);
         assert!(p.explained_variance[1].abs() < 1e-9);
         assert!(dot(&p.axes[0], &p.axes[1]).abs() < 1e-9);
         assert!((dot(&p.axes[1], &p.axes[1]) - 1.0).abs() < 1e-9);
-        assert!(pca_2d(&FeatureMatrix::from_rows(&[[1.0f32, 2.0]; 3]).unwrap()).is_err());
-        assert!(pca_2d(&FeatureMatrix::from_rows(&[[1.0f32, 2.0]]).unwrap()).is_err());
-        assert!(pca_2d(&FeatureMatrix::from_rows(&[[1.0f32], [2.0]]).unwrap()).is_err());
-        let nan = FeatureMatrix::from_rows(&[[1.0f32, 2.0], [f32::NAN, 0.0]]).unwrap();
+        assert!(pca_2d(&Matrix::from_rows(&[[1.0f32, 2.0]; 3], "rows").unwrap()).is_err());
+        assert!(pca_2d(&Matrix::from_rows(&[[1.0f32, 2.0]], "rows").unwrap()).is_err());
+        assert!(pca_2d(&Matrix::from_rows(&[[1.0f32], [2.0]], "rows").unwrap()).is_err());
+        let nan = Matrix::from_rows(&[[1.0f32, 2.0], [f32::NAN, 0.0]], "rows").unwrap();
         match pca_2d(&nan) {
             Err(AnalysisError::InvalidInput { what, .. }) => assert!(what.contains("row 1")),
             other => panic!("expected InvalidInput, got {other:?}"),

@@ -3,11 +3,14 @@
 //! `cargo run --release --bin ablation -- groups=4..32 seeds=3`
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
-use groupface::ablation::{parse_groups, run_config, run_grid, write_outputs, Grid, Preset};
-use groupface::backend::DEFAULT_BACKEND_HELP;
-use groupface::cli::{CliError, Key, Spec};
-use groupface::evaluate::SynthEvalConfig;
+use groupface::app::ablation::{
+    parse_groups, run_config, run_grid, write_outputs, Grid, Preset, RunSetting,
+};
+use groupface::app::cli::{self, CliError, Key, Spec};
+use groupface::backend::{BackendKind, DEFAULT_BACKEND_HELP};
+use groupface::evaluate::held_out::SynthEvalConfig;
 
 fn spec() -> Spec {
     let key = |name, default, accepts, help| Key { name, default, accepts, help };
@@ -114,8 +117,9 @@ fn spec() -> Spec {
     }
 }
 
-fn run() -> Result<(), CliError> {
-    let args = spec().parse(std::env::args().skip(1))?;
+/// The grid the keys describe, with the held-out sizes of `eval_identities=` and
+/// `eval_images=` when given.
+fn grid_from_args(args: &cli::Args) -> Result<Grid, CliError> {
     let preset: Preset = args.get("preset")?;
     let backbones: Vec<String> = match args.get_list::<String>("backbone")? {
         list if list.is_empty() => {
@@ -147,23 +151,63 @@ fn run() -> Result<(), CliError> {
         images_per_identity: args.get_opt("images_per_identity")?,
         eval: None,
     };
+    let eval = eval_sizes(&grid, args)?;
+    Ok(Grid { eval, ..grid })
+}
+
+/// The preset's held-out evaluation with the sizes of `eval_identities=` and `eval_images=`;
+/// `None` (the preset's own) when neither is given.
+fn eval_sizes(grid: &Grid, args: &cli::Args) -> Result<Option<SynthEvalConfig>, CliError> {
     let eval_identities: Option<usize> = args.get_opt("eval_identities")?;
     let eval_images: Option<usize> = args.get_opt("eval_images")?;
-    let grid = if eval_identities.is_some() || eval_images.is_some() {
-        // The preset's evaluation with the given sizes (the tiny and small presets differ).
-        let preset_eval = match grid.runs().first().map(|r| grid.config(r)) {
-            Some(Ok(config)) => config.eval,
-            _ => SynthEvalConfig::new(),
-        };
-        let eval = SynthEvalConfig {
-            identities: eval_identities.unwrap_or(preset_eval.identities),
-            images_per_identity: eval_images.unwrap_or(preset_eval.images_per_identity),
-            ..preset_eval
-        };
-        Grid { eval: Some(eval), ..grid }
-    } else {
-        grid
+    if eval_identities.is_none() && eval_images.is_none() {
+        return Ok(None);
+    }
+    // The preset's evaluation with the given sizes (the tiny and small presets differ).
+    let preset_eval = match grid.runs().first().map(|r| grid.config(r)) {
+        Some(Ok(config)) => config.eval,
+        _ => SynthEvalConfig::new(),
     };
+    Ok(Some(SynthEvalConfig {
+        identities: eval_identities.unwrap_or(preset_eval.identities),
+        images_per_identity: eval_images.unwrap_or(preset_eval.images_per_identity),
+        ..preset_eval
+    }))
+}
+
+/// `--dry-run`: every run, under the pretraining run it starts from if any, and the counts.
+fn print_dry_run(grid: &Grid, runs: &[RunSetting]) {
+    let pretraining = grid.pretraining_runs();
+    for pre in &pretraining {
+        println!("pretraining {}", pre.id());
+        for run in runs.iter().filter(|r| r.pretraining().as_ref() == Some(pre)) {
+            println!("  {}", run.id());
+        }
+    }
+    if pretraining.is_empty() {
+        for run in runs {
+            println!("{}", run.id());
+        }
+    }
+    println!("{} pretraining runs, {} runs", pretraining.len(), runs.len());
+}
+
+/// The `jobs=` key: runs trained at once.
+fn jobs(args: &cli::Args, backend: BackendKind) -> Result<usize, CliError> {
+    Ok(match args.get_opt("jobs")? {
+        Some(0) => return Err(args.bad("jobs", "0")),
+        Some(n) => n,
+        // One run keeps one CPU core busy; a GPU is shared badly by concurrent runs.
+        None if backend.is_cpu() => {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        }
+        None => 1,
+    })
+}
+
+fn run() -> Result<(), CliError> {
+    let args = spec().parse(std::env::args().skip(1))?;
+    let grid = grid_from_args(&args)?;
     // Every setting must build before anything trains.
     let runs = grid.runs();
     for run in &runs {
@@ -176,40 +220,20 @@ fn run() -> Result<(), CliError> {
     let out: PathBuf = args.get("out")?;
     let runs_dir: PathBuf = args.get_opt("runs")?.unwrap_or_else(|| out.join("runs"));
     if args.flag("--dry-run") {
-        let pretraining = grid.pretraining_runs();
-        for pre in &pretraining {
-            println!("pretraining {}", pre.id());
-            for run in runs.iter().filter(|r| r.pretraining().as_ref() == Some(pre)) {
-                println!("  {}", run.id());
-            }
-        }
-        if pretraining.is_empty() {
-            for run in &runs {
-                println!("{}", run.id());
-            }
-        }
-        println!("{} pretraining runs, {} runs", pretraining.len(), runs.len());
+        print_dry_run(&grid, &runs);
         return Ok(());
     }
     // The paths that fine-tuned runs start from must build too.
     for run in &runs {
         run_config(&grid, run, &runs_dir).map_err(CliError::Run)?;
     }
-    let backend = groupface::cli::backend(&args)?;
+    let backend = cli::backend(&args)?;
     let device: usize = args.get("device")?;
     let command = std::iter::once("cargo run --release --bin ablation --".to_string())
         .chain(std::env::args().skip(1))
         .collect::<Vec<_>>()
         .join(" ");
-    let jobs: usize = match args.get_opt("jobs")? {
-        Some(0) => return Err(args.bad("jobs", "0")),
-        Some(n) => n,
-        // One run keeps one CPU core busy; a GPU is shared badly by concurrent runs.
-        None if backend.is_cpu() => {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-        }
-        None => 1,
-    };
+    let jobs = jobs(&args, backend)?;
     let results = run_grid(&grid, &runs_dir, backend, device, jobs).map_err(CliError::Run)?;
     let summary = write_outputs(&grid, &results, &out, &command).map_err(CliError::Run)?;
     println!("\n{summary}");
@@ -217,17 +241,6 @@ fn run() -> Result<(), CliError> {
     Ok(())
 }
 
-fn main() {
-    match run() {
-        Ok(()) => {}
-        Err(CliError::Help(text)) => print!("{text}"),
-        Err(CliError::Run(message)) => {
-            eprintln!("error: {message}");
-            std::process::exit(1);
-        }
-        Err(err) => {
-            eprintln!("error: {err}");
-            std::process::exit(2);
-        }
-    }
+fn main() -> ExitCode {
+    cli::finish(run())
 }

@@ -8,11 +8,13 @@
 //! `cargo run --release --bin bench -- task=rank1 distractors=1000000 probes=1000 dim=512`
 //! `cargo run --release --bin bench -- task=roc scores=100000000 positives=100000`
 
-use groupface::backend::{self, BackendKind, Precision};
-use groupface::bench::{
+use std::process::ExitCode;
+
+use groupface::app::bench::{
     side_by_side_table, BenchCase, ForwardBench, Rank1Bench, RocBench, TorchReference,
 };
-use groupface::cli::{self, CliError, Key, Spec};
+use groupface::app::cli::{self, CliError, Key, Spec};
+use groupface::backend::{self, BackendKind, Precision};
 use groupface::model::GroupFaceConfig;
 
 fn spec() -> Spec {
@@ -227,13 +229,6 @@ fn run() -> Result<(), CliError> {
     Ok(())
 }
 
-fn main() {
-    match run() {
-        Ok(()) => {}
-        Err(CliError::Help(text)) => print!("{text}"),
-        Err(err) => {
-            eprintln!("error: {err}");
-            std::process::exit(2);
-        }
-    }
+fn main() -> ExitCode {
+    cli::finish(run())
 }

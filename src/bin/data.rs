@@ -9,10 +9,11 @@
 //! `cargo run --release --bin data -- bench side=112`
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
-use groupface::cli::{CliError, Key, Spec};
+use groupface::app::cli::{self, CliError, Key, Spec};
+use groupface::app::data_tool;
 use groupface::data::synth::{SynthConfig, SynthFaces};
-use groupface::data::tool;
 
 const COMMANDS: &str = "synth|sheet|fake-ijb|pack|info|bench";
 
@@ -34,30 +35,35 @@ fn generator_keys() -> Vec<Key> {
 
 /// The `overwrite` key of the commands that write a data set.
 fn overwrite_key() -> Key {
-    groupface::cli::overwrite_key(
+    groupface::app::cli::overwrite_key(
         "replace an out= that holds files (the old one is removed once the new one is complete)",
     )
 }
 
 /// The value of [`overwrite_key`].
-fn overwrite(args: &groupface::cli::Args) -> Result<bool, String> {
-    args.bool("overwrite", false).map_err(|e| e.to_string())
+fn overwrite(args: &cli::Args) -> Result<bool, CliError> {
+    args.bool("overwrite", false)
+}
+
+/// A failure of the work itself (a data file, the disk, a lock held by another process): exit
+/// status 1, with the error's own message.
+fn failed(e: impl std::fmt::Display) -> CliError {
+    CliError::Run(e.to_string())
 }
 
 /// The generator of `identities` × `images` faces with the keys of [`generator_keys`].
 fn synth_config(
-    args: &groupface::cli::Args,
+    args: &cli::Args,
     identities: usize,
     images: usize,
-) -> Result<SynthConfig, String> {
-    let err = |e: CliError| e.to_string();
+) -> Result<SynthConfig, CliError> {
     Ok(SynthConfig {
-        seed: args.get("seed").map_err(err)?,
+        seed: args.get("seed")?,
         identities,
         images_per_identity: images,
-        side: args.get("side").map_err(err)?,
-        difficulty: args.get("difficulty").map_err(err)?,
-        lookalike_fraction: args.get("lookalike_fraction").map_err(err)?,
+        side: args.get("side")?,
+        difficulty: args.get("difficulty")?,
+        lookalike_fraction: args.get("lookalike_fraction")?,
     })
 }
 
@@ -140,141 +146,142 @@ fn spec(command: &str) -> Option<Spec> {
     Some(Spec { program, about, keys, flags: vec![] })
 }
 
-fn run(words: Vec<String>) -> Result<(), String> {
+/// `data synth`: a folder of synthetic faces.
+fn synth(args: &cli::Args) -> Result<(), CliError> {
+    let config = synth_config(args, args.get("identities")?, args.get("images_per_identity")?)?;
+    let out: PathBuf = args.get("out")?;
+    let n = data_tool::synth_with(config, &out, overwrite(args)?).map_err(failed)?;
+    println!("wrote {n} images to {}", out.display());
+    Ok(())
+}
+
+/// `data sheet`: a PNG grid of synthetic faces.
+fn sheet(args: &cli::Args) -> Result<(), CliError> {
+    let out: PathBuf = args.get("out")?;
+    if out.extension().and_then(|e| e.to_str()) != Some("png") {
+        return Err(args.bad("out", &out.display().to_string()));
+    }
+    let (identities, images): (usize, usize) = (args.get("identities")?, args.get("images")?);
+    for (key, value) in [("identities", identities), ("images", images)] {
+        if !(1..=256).contains(&value) {
+            return Err(args.bad(key, &value.to_string()));
+        }
+    }
+    let faces = SynthFaces::new(synth_config(args, identities, images)?).map_err(failed)?;
+    let sheet = faces.contact_sheet(identities, images);
+    let mut png = Vec::new();
+    sheet
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .map_err(|e| CliError::Run(format!("cannot encode {}: {e}", out.display())))?;
+    groupface::util::fs::write_atomic(&out, &png)
+        .map_err(|e| CliError::Run(format!("cannot write {e}")))?;
+    println!(
+        "wrote {} ({}x{} pixels: {identities} identities x {images} images)",
+        out.display(),
+        sheet.width(),
+        sheet.height()
+    );
+    Ok(())
+}
+
+/// `data fake-ijb`: a tree in the IJB-B/C layout.
+fn fake_ijb(args: &cli::Args) -> Result<(), CliError> {
+    use groupface::protocol::ijb::{write_fake_ijb_to, FakeIjbSpec};
+    let out: PathBuf = args.get("out")?;
+    let counts: Vec<usize> = ["subjects", "templates", "media", "images"]
+        .into_iter()
+        .map(|key| match args.get::<usize>(key)? {
+            0 => Err(args.bad(key, "0")),
+            n => Ok(n),
+        })
+        .collect::<Result<_, _>>()?;
+    let spec = FakeIjbSpec {
+        side: args.get("side")?,
+        seed: args.get("seed")?,
+        ..FakeIjbSpec::uniform(args.get("which")?, counts[0], counts[1], counts[2], counts[3])
+    };
+    write_fake_ijb_to(&out, &spec, overwrite(args)?).map_err(failed)?;
+    let templates = spec.templates.len();
+    let images: usize = spec.templates.iter().flat_map(|t| &t.media).sum();
+    // The pair file lists every template pair (write_fake_ijb).
+    println!(
+        "wrote {} ({templates} templates of {} subjects, {images} images, {} template pairs)",
+        out.display(),
+        counts[0],
+        templates * (templates - 1) / 2
+    );
+    Ok(())
+}
+
+/// `data pack`: an image folder as insightface RecordIO.
+fn pack(args: &cli::Args) -> Result<(), CliError> {
+    let src: PathBuf = args.get("src")?;
+    let out: PathBuf = args.get("out")?;
+    if out.extension().and_then(|e| e.to_str()) != Some("rec") {
+        return Err(args.bad("out", &out.display().to_string()));
+    }
+    let stats = data_tool::pack_with(&src, &out, overwrite(args)?).map_err(failed)?;
+    println!("{}", serde_json::to_string(&stats).map_err(failed)?);
+    Ok(())
+}
+
+/// `data info`: one JSON object describing a folder, a .rec or a .bin.
+fn info(args: &cli::Args) -> Result<(), CliError> {
+    let path: PathBuf = args.get("path")?;
+    let info = data_tool::info(&path).map_err(failed)?;
+    println!("{}", serde_json::to_string(&info).map_err(failed)?);
+    Ok(())
+}
+
+/// `data bench`: images/s of generation and decoding, one JSON line each.
+fn bench(args: &cli::Args) -> Result<(), CliError> {
+    let work: PathBuf = match args.get_opt("work")? {
+        Some(dir) => dir,
+        None => std::env::temp_dir().join(format!("groupface-data-bench-{}", std::process::id())),
+    };
+    let results = data_tool::bench(
+        args.get("side")?,
+        args.get("identities")?,
+        args.get("images_per_identity")?,
+        &work,
+    )
+    .map_err(failed)?;
+    for r in results {
+        println!("{}", serde_json::to_string(&r).map_err(failed)?);
+    }
+    if args.raw("work").is_none() {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    Ok(())
+}
+
+/// Reads the subcommand and its keys and runs it. Usage errors exit 2; a failure of the work
+/// itself ([`CliError::Run`], see [`failed`]) exits 1.
+fn run(words: Vec<String>) -> Result<(), CliError> {
     let Some(command) = words.first() else {
-        return Err(format!(
+        return Err(CliError::Usage(format!(
             "usage: data {COMMANDS} [key=value ...] (data COMMAND --help for keys)"
-        ));
+        )));
     };
     if command == "--help" || command == "-h" {
         println!("data: {COMMANDS}; `data COMMAND --help` lists the keys of each");
         return Ok(());
     }
-    let spec = spec(command)
-        .ok_or_else(|| format!("unknown command `{command}`; expected one of {COMMANDS}"))?;
-    let args = match spec.parse(&words[1..]) {
-        Err(CliError::Help(text)) => {
-            print!("{text}");
-            return Ok(());
-        }
-        other => other.map_err(|e| e.to_string())?,
-    };
-    let err = |e: CliError| e.to_string();
-    let data_err = |e: groupface::data::DataError| e.to_string();
+    let spec = spec(command).ok_or_else(|| {
+        CliError::Usage(format!("unknown command `{command}`; expected one of {COMMANDS}"))
+    })?;
+    let args = spec.parse(&words[1..])?;
     match command.as_str() {
-        "synth" => {
-            let config = synth_config(
-                &args,
-                args.get("identities").map_err(err)?,
-                args.get("images_per_identity").map_err(err)?,
-            )?;
-            let out: PathBuf = args.get("out").map_err(err)?;
-            let n = tool::synth_with(config, &out, overwrite(&args)?).map_err(data_err)?;
-            println!("wrote {n} images to {}", out.display());
-        }
-        "sheet" => {
-            let out: PathBuf = args.get("out").map_err(err)?;
-            if out.extension().and_then(|e| e.to_str()) != Some("png") {
-                return Err(args.bad("out", &out.display().to_string()).to_string());
-            }
-            let (identities, images): (usize, usize) =
-                (args.get("identities").map_err(err)?, args.get("images").map_err(err)?);
-            for (key, value) in [("identities", identities), ("images", images)] {
-                if !(1..=256).contains(&value) {
-                    return Err(args.bad(key, &value.to_string()).to_string());
-                }
-            }
-            let faces =
-                SynthFaces::new(synth_config(&args, identities, images)?).map_err(data_err)?;
-            let sheet = faces.contact_sheet(identities, images);
-            let mut png = Vec::new();
-            sheet
-                .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-                .map_err(|e| format!("cannot encode {}: {e}", out.display()))?;
-            groupface::util::fs::write_atomic(&out, &png)
-                .map_err(|e| format!("cannot write {e}"))?;
-            println!(
-                "wrote {} ({}x{} pixels: {identities} identities x {images} images)",
-                out.display(),
-                sheet.width(),
-                sheet.height()
-            );
-        }
-        "fake-ijb" => {
-            use groupface::analysis::ijb::{write_fake_ijb_to, FakeIjbSpec};
-            let out: PathBuf = args.get("out").map_err(err)?;
-            let counts: Vec<usize> = ["subjects", "templates", "media", "images"]
-                .into_iter()
-                .map(|key| match args.get::<usize>(key).map_err(err)? {
-                    0 => Err(args.bad(key, "0").to_string()),
-                    n => Ok(n),
-                })
-                .collect::<Result<_, _>>()?;
-            let spec = FakeIjbSpec {
-                side: args.get("side").map_err(err)?,
-                seed: args.get("seed").map_err(err)?,
-                ..FakeIjbSpec::uniform(
-                    args.get("which").map_err(err)?,
-                    counts[0],
-                    counts[1],
-                    counts[2],
-                    counts[3],
-                )
-            };
-            write_fake_ijb_to(&out, &spec, overwrite(&args)?).map_err(|e| e.to_string())?;
-            let templates = spec.templates.len();
-            let images: usize = spec.templates.iter().flat_map(|t| &t.media).sum();
-            // The pair file lists every template pair (write_fake_ijb).
-            println!(
-                "wrote {} ({templates} templates of {} subjects, {images} images, {} template \
-                 pairs)",
-                out.display(),
-                counts[0],
-                templates * (templates - 1) / 2
-            );
-        }
-        "pack" => {
-            let src: PathBuf = args.get("src").map_err(err)?;
-            let out: PathBuf = args.get("out").map_err(err)?;
-            if out.extension().and_then(|e| e.to_str()) != Some("rec") {
-                return Err(args.bad("out", &out.display().to_string()).to_string());
-            }
-            let stats = tool::pack_with(&src, &out, overwrite(&args)?).map_err(data_err)?;
-            println!("{}", serde_json::to_string(&stats).map_err(|e| e.to_string())?);
-        }
-        "info" => {
-            let path: PathBuf = args.get("path").map_err(err)?;
-            let info = tool::info(&path).map_err(data_err)?;
-            println!("{}", serde_json::to_string(&info).map_err(|e| e.to_string())?);
-        }
-        "bench" => {
-            let work: PathBuf = match args.get_opt("work").map_err(err)? {
-                Some(dir) => dir,
-                None => std::env::temp_dir()
-                    .join(format!("groupface-data-bench-{}", std::process::id())),
-            };
-            let results = tool::bench(
-                args.get("side").map_err(err)?,
-                args.get("identities").map_err(err)?,
-                args.get("images_per_identity").map_err(err)?,
-                &work,
-            )
-            .map_err(data_err)?;
-            for r in results {
-                println!("{}", serde_json::to_string(&r).map_err(|e| e.to_string())?);
-            }
-            if args.raw("work").is_none() {
-                let _ = std::fs::remove_dir_all(&work);
-            }
-        }
+        "synth" => synth(&args),
+        "sheet" => sheet(&args),
+        "fake-ijb" => fake_ijb(&args),
+        "pack" => pack(&args),
+        "info" => info(&args),
+        "bench" => bench(&args),
         _ => unreachable!("spec() accepted only known commands"),
     }
-    Ok(())
 }
 
-fn main() {
-    if let Err(message) = run(std::env::args().skip(1).collect()) {
-        eprintln!("error: {message}");
-        std::process::exit(2);
-    }
+fn main() -> ExitCode {
+    cli::finish(run(std::env::args().skip(1).collect()))
 }

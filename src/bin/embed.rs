@@ -4,10 +4,11 @@
 //! - `cargo run --release --bin embed -- init=ms1mv3_r100.pth backbone=r100 data=FOLDER out=DIR`
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
+use groupface::app::cli::{self, CliError, Key, Spec};
+use groupface::app::jobs::EmbedJob;
 use groupface::backend::DEFAULT_BACKEND_HELP;
-use groupface::cli::{self, CliError, Key, Spec};
-use groupface::evaluate::EmbedJob;
 use groupface::util::fs::Staged;
 
 fn spec() -> Spec {
@@ -91,13 +92,6 @@ fn run() -> Result<(), CliError> {
     Ok(())
 }
 
-fn main() {
-    match run() {
-        Ok(()) => {}
-        Err(CliError::Help(text)) => print!("{text}"),
-        Err(err) => {
-            eprintln!("error: {err}");
-            std::process::exit(2);
-        }
-    }
+fn main() -> ExitCode {
+    cli::finish(run())
 }

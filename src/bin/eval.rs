@@ -7,13 +7,14 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
+use groupface::app::cli::{self, CliError, Key, Spec};
+use groupface::app::jobs::{evaluate_run, EvalData, EvalJob};
 use groupface::backend::DEFAULT_BACKEND_HELP;
-use groupface::cli::{CliError, Key, Spec};
-use groupface::embed::{Embeddings, HostMatrix};
-use groupface::evaluate::{
-    all_pairs_report, evaluate_run, pairs_report, EvalData, EvalJob, RunReport,
-};
+use groupface::evaluate::embed::Embeddings;
+use groupface::evaluate::held_out::RunReport;
+use groupface::evaluate::pairs::{all_pairs_report, pairs_report};
 use groupface::model::GroupMode;
 
 fn spec() -> Spec {
@@ -73,7 +74,7 @@ fn spec() -> Spec {
 fn checkpoint_keys() -> Vec<Key> {
     // `mode` is eval's own key (the ensemble at inference).
     let mut keys: Vec<Key> =
-        groupface::cli::model_keys().into_iter().filter(|k| k.name != "mode").collect();
+        groupface::app::cli::model_keys().into_iter().filter(|k| k.name != "mode").collect();
     for key in &mut keys {
         if key.name == "groups" {
             key.default = Some("0");
@@ -87,26 +88,22 @@ fn checkpoint_keys() -> Vec<Key> {
     keys
 }
 
-fn folds(args: &groupface::cli::Args) -> Result<usize, CliError> {
+fn folds(args: &groupface::app::cli::Args) -> Result<usize, CliError> {
     match args.get("folds")? {
         0 => Err(args.bad("folds", "0")),
         folds => Ok(folds),
     }
 }
 
-fn from_embeddings(args: &groupface::cli::Args) -> Result<RunReport, CliError> {
-    use groupface::eval::{npy, pairs};
+fn from_embeddings(args: &groupface::app::cli::Args) -> Result<RunReport, CliError> {
+    use groupface::protocol::{npy, pairs};
     let path: PathBuf = args.get("embeddings")?;
     if args.given("model") {
         return Err(args.bad("model", args.raw("model").unwrap_or("")));
     }
     let matrix = npy::read_matrix(&path).map_err(|e| CliError::Run(e.to_string()))?;
     let rows = matrix.rows;
-    let embeddings = Embeddings {
-        embedding: HostMatrix { rows: matrix.rows, cols: matrix.cols, data: matrix.data },
-        feature: None,
-        probs: None,
-    };
+    let embeddings = Embeddings { embedding: matrix, feature: None, probs: None };
     let settings = |listed: &str| -> BTreeMap<String, String> {
         let mut settings = BTreeMap::new();
         settings.insert("embeddings".into(), path.display().to_string());
@@ -114,7 +111,7 @@ fn from_embeddings(args: &groupface::cli::Args) -> Result<RunReport, CliError> {
         settings.insert("similarity".into(), "plain".into());
         settings
     };
-    let failed = |e: groupface::eval::EvalError| CliError::Run(e.to_string());
+    let failed = |e: groupface::protocol::EvalError| CliError::Run(e.to_string());
     let plain = match (args.raw("pairs"), args.raw("labels")) {
         (Some(file), None) => {
             let list = pairs::read_pairs(std::path::Path::new(file), rows).map_err(failed)?;
@@ -136,7 +133,7 @@ fn from_embeddings(args: &groupface::cli::Args) -> Result<RunReport, CliError> {
     Ok(RunReport { plain, group_aware: None, groups: None })
 }
 
-fn from_model(args: &groupface::cli::Args) -> Result<RunReport, CliError> {
+fn from_model(args: &groupface::app::cli::Args) -> Result<RunReport, CliError> {
     let (run, checkpoint): (PathBuf, _) = match (args.get_opt("model")?, args.get_opt("init")?) {
         (Some(run), None) => (run, None),
         (None, Some(file)) => {
@@ -144,7 +141,7 @@ fn from_model(args: &groupface::cli::Args) -> Result<RunReport, CliError> {
             if !args.given("mode") {
                 architecture.set("mode", "soft");
             }
-            (file, Some(groupface::cli::model_config(&architecture)?))
+            (file, Some(groupface::app::cli::model_config(&architecture)?))
         }
         _ => return Err(args.bad("init", args.raw("init").unwrap_or(""))),
     };
@@ -166,7 +163,7 @@ fn from_model(args: &groupface::cli::Args) -> Result<RunReport, CliError> {
         EvalData::Folder { root: PathBuf::from(&data_text), pairs: args.get_opt("pairs")? }
     };
     let mode: Option<GroupMode> = args.get_opt("mode")?;
-    let backend = groupface::cli::backend(args)?;
+    let backend = groupface::app::cli::backend(args)?;
     let pictures: Option<PathBuf> = args.get_opt("out")?;
     let folds = folds(args)?;
     let job = EvalJob { run, checkpoint, data, mode, batch: args.get("batch")?, pictures, folds };
@@ -214,17 +211,6 @@ fn run() -> Result<(), CliError> {
     Ok(())
 }
 
-fn main() {
-    match run() {
-        Ok(()) => {}
-        Err(CliError::Help(text)) => print!("{text}"),
-        Err(CliError::Run(message)) => {
-            eprintln!("error: {message}");
-            std::process::exit(1);
-        }
-        Err(err) => {
-            eprintln!("error: {err}");
-            std::process::exit(2);
-        }
-    }
+fn main() -> ExitCode {
+    cli::finish(run())
 }

@@ -2,8 +2,10 @@
 //!
 //! `cargo run --release --bin summary -- backbone=r100 groups=32 mode=soft [format=json]`
 
-use groupface::cli::{self, CliError, Key, Spec};
-use groupface::summary::ModelSummary;
+use std::process::ExitCode;
+
+use groupface::app::cli::{self, CliError, Key, Spec};
+use groupface::model::summary::ModelSummary;
 
 fn spec() -> Spec {
     let mut keys = cli::model_keys();
@@ -21,24 +23,19 @@ fn spec() -> Spec {
     }
 }
 
-fn main() {
-    let result = spec().parse(std::env::args().skip(1)).and_then(|args| {
-        let config = cli::model_config(&args)?;
-        let format: String = args.get("format")?;
-        let summary = ModelSummary::of(&config);
-        match format.as_str() {
-            "json" => println!("{}", serde_json::to_string(&summary).expect("summary serialises")),
-            "text" => print!("{}", summary.table()),
-            other => return Err(args.bad("format", other)),
-        }
-        Ok(())
-    });
-    match result {
-        Ok(()) => {}
-        Err(CliError::Help(text)) => print!("{text}"),
-        Err(err) => {
-            eprintln!("error: {err}");
-            std::process::exit(2);
-        }
+fn run() -> Result<(), CliError> {
+    let args = spec().parse(std::env::args().skip(1))?;
+    let config = cli::model_config(&args)?;
+    let format: String = args.get("format")?;
+    let summary = ModelSummary::of(&config);
+    match format.as_str() {
+        "json" => println!("{}", serde_json::to_string(&summary).expect("summary serialises")),
+        "text" => print!("{}", summary.table()),
+        other => return Err(args.bad("format", other)),
     }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    cli::finish(run())
 }

@@ -6,13 +6,16 @@
 //! `cargo run --release --bin train -- data=faces/train.rec backbone=r50 out=runs/r50`
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
-use groupface::cli::{self, CliError, Key, Spec};
-use groupface::cluster::NodeLaunch;
+use groupface::app::cli::{self, CliError, Key, Spec};
 use groupface::data::synth::SynthConfig;
-use groupface::evaluate::SynthEvalConfig;
-use groupface::loss::{CriterionConfig, MarginKind, MarginSoftmaxConfig};
-use groupface::train::{self, TrainConfig, TrainRun};
+use groupface::evaluate::held_out::SynthEvalConfig;
+use groupface::objective::loss::{CriterionConfig, MarginKind, MarginSoftmaxConfig};
+use groupface::train::cluster::NodeLaunch;
+use groupface::train::config::{self, TrainConfig};
+use groupface::train::data::data_classes;
+use groupface::train::run::{train, TrainRun};
 
 fn spec() -> Spec {
     let mut keys = cli::model_keys();
@@ -217,7 +220,7 @@ fn config_from_args(args: &cli::Args) -> Result<TrainConfig, CliError> {
             Some(lr) => lr,
             None => {
                 let replicas: usize = args.get::<usize>("devices")? * args.get::<usize>("nodes")?;
-                train::reference_lr(args.get::<usize>("batch")? * replicas)
+                config::reference_lr(args.get::<usize>("batch")? * replicas)
             }
         })
         .with_schedule(args.get("schedule")?)
@@ -243,8 +246,8 @@ fn config_from_args(args: &cli::Args) -> Result<TrainConfig, CliError> {
         return Ok(config);
     }
     // The classes are the data's identities that are not held out.
-    let classes = train::data_classes(&config)
-        .map_err(|e| bad("data", args.raw("data").unwrap_or("").into(), e))?;
+    let classes =
+        data_classes(&config).map_err(|e| bad("data", args.raw("data").unwrap_or("").into(), e))?;
     let mut config = config;
     config.criterion.margin.classes = classes;
     Ok(config)
@@ -276,26 +279,16 @@ fn node_launch(args: &cli::Args, config: &TrainConfig) -> Result<Option<NodeLaun
     Ok(Some(launch))
 }
 
-/// What stops a run: a command-line error (nothing ran) or a failure of the run itself.
-enum Failure {
-    Cli(CliError),
-    Run(String),
-}
-
-impl From<CliError> for Failure {
-    fn from(e: CliError) -> Self {
-        Failure::Cli(e)
-    }
-}
-
-fn run() -> Result<(), Failure> {
+/// Trains one run. A [`CliError::Run`] is a failure of the run itself; any other error is a
+/// usage error, found before anything ran.
+fn run() -> Result<(), CliError> {
     let spec = spec();
     let args = spec.parse(std::env::args().skip(1))?;
     let resume = args.bool("resume", false)?;
     let overwrite = args.bool("overwrite", false)?;
     if overwrite && resume {
         let accepts = "false with resume=true, which continues the run in out=".to_string();
-        return Err(bad("overwrite", "true".to_string(), accepts).into());
+        return Err(bad("overwrite", "true".to_string(), accepts));
     }
     let out: PathBuf = args.get("out")?;
     let saved = out.join("config.json");
@@ -306,7 +299,7 @@ fn run() -> Result<(), Failure> {
         None if resume && saved.is_file() => Some(saved.display().to_string()),
         // A run killed before it wrote its configuration: its keys start it there.
         None if resume && setting.is_none() => {
-            return Err(Failure::Run(format!(
+            return Err(CliError::Run(format!(
                 "resume=true: {} holds no config.json, so no run to continue; give the run's \
                  keys (or config=) with resume=true to start it there",
                 out.display()
@@ -322,10 +315,9 @@ fn run() -> Result<(), Failure> {
                     key,
                     value,
                     "nothing: config= and resume=true fix every setting".into(),
-                )
-                .into());
+                ));
             }
-            groupface::train::read_config(std::path::Path::new(file))
+            groupface::train::config::read_config(std::path::Path::new(file))
                 .map_err(|e| bad("config", file.into(), format!("a readable config.json ({e})")))?
         }
         None => config_from_args(&args)?,
@@ -337,12 +329,12 @@ fn run() -> Result<(), Failure> {
     // The old directory is kept aside until the new run has finished.
     let replaced = if overwrite {
         groupface::util::fs::move_aside(&out)
-            .map_err(|e| Failure::Run(format!("overwrite=true: cannot move aside {e}")))?
+            .map_err(|e| CliError::Run(format!("overwrite=true: cannot move aside {e}")))?
     } else {
         None
     };
     let run = TrainRun { config, out: out.clone(), quiet: false, resume, node };
-    let outcome = train::train(backend, device, run);
+    let outcome = train(backend, device, run);
     if let Some(old) = replaced {
         match &outcome {
             Ok(_) => {
@@ -357,7 +349,7 @@ fn run() -> Result<(), Failure> {
             ),
         }
     }
-    let outcome = outcome.map_err(Failure::Run)?;
+    let outcome = outcome.map_err(CliError::Run)?;
     let report = &outcome.report;
     println!(
         "held-out verification: {:.2}% ± {:.2} ({} positive / {} negative pairs)",
@@ -382,17 +374,6 @@ fn run() -> Result<(), Failure> {
     Ok(())
 }
 
-fn main() {
-    match run() {
-        Ok(()) => {}
-        Err(Failure::Cli(CliError::Help(text))) => print!("{text}"),
-        Err(Failure::Cli(err)) => {
-            eprintln!("error: {err}");
-            std::process::exit(2);
-        }
-        Err(Failure::Run(message)) => {
-            eprintln!("error: {message}");
-            std::process::exit(1);
-        }
-    }
+fn main() -> ExitCode {
+    cli::finish(run())
 }

@@ -243,10 +243,14 @@ pub struct FaceBatch<B: Backend> {
     pub labels: Tensor<B, 1, Int>,
     /// The optimiser step a training batch belongs to, `(epoch, batch position)`: the
     /// replicas' batches of one step share it, which keeps the shared group-label window
-    /// independent of their order ([`crate::labels::GroupLabeler::labels_for_step`]).
+    /// independent of their order (the group labeler's `labels_for_step`).
     /// `None` outside the training loader.
-    pub step: Option<crate::labels::StepKey>,
+    pub step: Option<StepKey>,
 }
+
+/// Which optimiser step a training batch belongs to: `(epoch, batch position in the epoch)`.
+/// The batches of one step on several replicas share it.
+pub type StepKey = (usize, usize);
 
 /// Turns [`FaceItem`]s into a [`FaceBatch`]: normalisation to [-1, 1] and, for training, a
 /// random horizontal flip.

@@ -231,3 +231,21 @@ impl DataError {
         DataError::Corrupt { path: path.into(), record, what: what.into() }
     }
 }
+
+use crate::util::fs::{OutputError, PathError};
+
+impl From<PathError> for DataError {
+    fn from(e: PathError) -> Self {
+        DataError::io(e.path, e.source)
+    }
+}
+
+impl From<OutputError> for DataError {
+    /// A refusal is a bad value of the `out` key; an I/O failure stays one.
+    fn from(e: OutputError) -> Self {
+        match e {
+            OutputError::Io(e) => e.into(),
+            refused => DataError::InvalidConfig { field: "out", what: refused.to_string() },
+        }
+    }
+}

@@ -303,17 +303,8 @@ impl ImageFolder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::util::test_util::temp_dir;
     use image::{GrayImage, Luma, Rgb};
-
-    fn temp_dir(tag: &str) -> PathBuf {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("groupface-folder-{tag}-{}-{n}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        dir
-    }
 
     fn rgb(w: u32, h: u32, v: u8) -> RgbImage {
         RgbImage::from_fn(w, h, |x, y| Rgb([v, (x * 7) as u8, (y * 5) as u8]))

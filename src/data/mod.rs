@@ -6,7 +6,6 @@
 //! * [`recordio`]: insightface / MXNet RecordIO `.rec` + `.idx` files (reader and writer);
 //! * [`source`]: a folder or `.rec` opened for training and split by identity;
 //! * [`loader`]: the training data loader, whose epochs are reproducible;
-//! * [`tool`]: what the `data` binary does;
 //! * [`verification_bin`]: insightface verification pair `.bin` pickles (reader and writer);
 //! * [`rng`]: the small deterministic PRNG used throughout;
 //! * [`error`]: the shared [`DataError`] type.
@@ -19,7 +18,6 @@ pub mod recordio;
 pub mod rng;
 pub mod source;
 pub mod synth;
-pub mod tool;
 pub mod verification_bin;
 
 pub use error::{DataError, Result};

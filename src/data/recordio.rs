@@ -786,19 +786,9 @@ pub fn pack_folder_with(
 mod tests {
     use super::*;
     use crate::data::rng::SplitMix64;
+    use crate::util::test_util::temp_dir;
     use image::Rgb;
     use std::fs;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    fn temp_dir(tag: &str) -> PathBuf {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("groupface-rec-{tag}-{}-{n}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        dir
-    }
 
     fn png_bytes(seed: u64, side: u32) -> Vec<u8> {
         let mut r = SplitMix64::new(seed);

@@ -266,7 +266,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let config =
             SynthConfig { identities, images_per_identity: per, side: 16, ..Default::default() };
-        crate::data::tool::synth(config, &dir).unwrap();
+        crate::data::synth::SynthFaces::new(config).unwrap().write_folder(&dir, true).unwrap();
         let source = FaceSource::open(&dir, 16).unwrap();
         (dir, source)
     }

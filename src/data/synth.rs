@@ -304,6 +304,13 @@ struct Identity {
     parent: Option<usize>,
 }
 
+impl Identity {
+    /// Gene `i` on `[lo, hi]`: genes are kept in `[0, 1]` so that look-alikes perturb all alike.
+    fn gene(&self, i: usize, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * self.genes[i]
+    }
+}
+
 /// Whether identity `i` is flagged as a look-alike (a pure function of seed and index).
 fn lookalike_flag(seed: u64, i: usize, fraction: f32) -> bool {
     if i == 0 || fraction <= 0.0 {
@@ -495,102 +502,198 @@ fn random_colour(rng: &mut SplitMix64) -> [f32; 3] {
     [rng.range(0.1, 0.95), rng.range(0.1, 0.95), rng.range(0.1, 0.95)]
 }
 
-fn build_scene(id: &Identity, rng: &mut SplitMix64, side: u32, d: f32) -> (Scene, Post) {
-    let g = &id.genes;
-    let a = &id.attrs;
-    let gr = |i: usize, lo: f32, hi: f32| lo + (hi - lo) * g[i];
+/// Camera-like nuisance; kept apart from the face so the screen -> face transform has one source.
+struct Pose {
+    rot: f32,
+    scale: f32,
+    sx: f32,
+    sy: f32,
+    yaw: f32,
+}
 
-    // --- nuisance: geometry
-    let rot = d * 0.28 * rng.normal().clamp(-1.6, 1.6);
-    let scale = 1.0 + d * rng.sym(0.09);
-    let sx = d * rng.sym(0.04);
-    let sy = d * rng.sym(0.04);
-    let yaw = d * rng.sym(0.7);
-    // --- expression
-    let smile = (gr(G_REST_SMILE, -0.2, 0.5) + d * rng.range(-0.6, 1.2)).clamp(-0.8, 1.3);
-    let mouth_open = if rng.chance(0.35 * d) { rng.range(0.2, 1.0) } else { 0.0 };
-    let mut eye_open = 1.0 - d * rng.range(0.0, 0.45);
-    if rng.chance(0.06 * d) {
-        eye_open = 0.12;
+impl Pose {
+    /// First block of [`Nuisance::draw`]; the draws must keep this order to keep the images.
+    fn draw(rng: &mut SplitMix64, d: f32) -> Pose {
+        let rot = d * 0.28 * rng.normal().clamp(-1.6, 1.6);
+        let scale = 1.0 + d * rng.sym(0.09);
+        let sx = d * rng.sym(0.04);
+        let sy = d * rng.sym(0.04);
+        let yaw = d * rng.sym(0.7);
+        Pose { rot, scale, sx, sy, yaw }
     }
-    let gaze = d * rng.sym(0.8);
-    let brow_raise = d * rng.sym(0.018);
-    // --- lighting
-    let la = rng.range(0.0, TAU);
-    let (light_x, light_y) = (pcos(la), psin(la));
-    let light_k = d * rng.range(0.0, 0.55);
-    let face_light = d * rng.range(0.0, 0.35);
-    let brightness = d * rng.sym(0.14);
-    let contrast = 1.0 + d * rng.sym(0.3);
-    let gain = [1.0 + d * rng.sym(0.08), 1.0 + d * rng.sym(0.08), 1.0 + d * rng.sym(0.08)];
-    // --- background
-    let neutral = [0.62, 0.62, 0.6];
-    let bg_kind = rng.below(3);
-    let c1 = lerp3(neutral, random_colour(rng), d);
-    let c2 = lerp3(neutral, random_colour(rng), d);
-    let background = match bg_kind {
-        0 => Background::Solid(c1),
-        1 => {
-            let ga = rng.range(0.0, TAU);
-            Background::Gradient { a: c1, b: c2, dx: pcos(ga), dy: psin(ga) }
+}
+
+/// Per-image expression; the smile varies around the identity's resting smile.
+struct Expression {
+    smile: f32,
+    mouth_open: f32,
+    eye_open: f32,
+    gaze: f32,
+    brow_raise: f32,
+}
+
+impl Expression {
+    /// Second block of [`Nuisance::draw`]; `rest_smile` is the identity's, so no draw is hidden.
+    fn draw(rng: &mut SplitMix64, d: f32, rest_smile: f32) -> Expression {
+        let smile = (rest_smile + d * rng.range(-0.6, 1.2)).clamp(-0.8, 1.3);
+        let mouth_open = if rng.chance(0.35 * d) { rng.range(0.2, 1.0) } else { 0.0 };
+        let mut eye_open = 1.0 - d * rng.range(0.0, 0.45);
+        if rng.chance(0.06 * d) {
+            eye_open = 0.12;
         }
-        _ => {
-            let mut grid = Box::new([[0.0; 3]; 25]);
-            for cell in grid.iter_mut() {
-                let t = rng.f32();
-                let jitter = 1.0 + d * rng.sym(0.15);
-                *cell = scale3(lerp3(c1, c2, t), jitter);
+        let gaze = d * rng.sym(0.8);
+        let brow_raise = d * rng.sym(0.018);
+        Expression { smile, mouth_open, eye_open, gaze, brow_raise }
+    }
+}
+
+/// Per-image lighting; only `face_light` shades the face, the rest goes to [`Post`].
+struct Lighting {
+    light_x: f32,
+    light_y: f32,
+    light_k: f32,
+    face_light: f32,
+    brightness: f32,
+    contrast: f32,
+    gain: [f32; 3],
+}
+
+impl Lighting {
+    /// Third block of [`Nuisance::draw`]; the draws must keep this order to keep the images.
+    fn draw(rng: &mut SplitMix64, d: f32) -> Lighting {
+        let la = rng.range(0.0, TAU);
+        let (light_x, light_y) = (pcos(la), psin(la));
+        let light_k = d * rng.range(0.0, 0.55);
+        let face_light = d * rng.range(0.0, 0.35);
+        let brightness = d * rng.sym(0.14);
+        let contrast = 1.0 + d * rng.sym(0.3);
+        let gain = [1.0 + d * rng.sym(0.08), 1.0 + d * rng.sym(0.08), 1.0 + d * rng.sym(0.08)];
+        Lighting { light_x, light_y, light_k, face_light, brightness, contrast, gain }
+    }
+}
+
+impl Background {
+    /// Both colours are drawn whatever the kind, so that the later draws do not shift with it.
+    fn draw(rng: &mut SplitMix64, d: f32) -> Background {
+        let neutral = [0.62, 0.62, 0.6];
+        let bg_kind = rng.below(3);
+        let c1 = lerp3(neutral, random_colour(rng), d);
+        let c2 = lerp3(neutral, random_colour(rng), d);
+        match bg_kind {
+            0 => Background::Solid(c1),
+            1 => {
+                let ga = rng.range(0.0, TAU);
+                Background::Gradient { a: c1, b: c2, dx: pcos(ga), dy: psin(ga) }
             }
-            Background::Texture {
-                grid,
-                fx: rng.range(20.0, 70.0),
-                fy: rng.range(20.0, 70.0),
-                stripe: d * rng.range(0.0, 0.12),
+            _ => {
+                let mut grid = Box::new([[0.0; 3]; 25]);
+                for cell in grid.iter_mut() {
+                    let t = rng.f32();
+                    let jitter = 1.0 + d * rng.sym(0.15);
+                    *cell = scale3(lerp3(c1, c2, t), jitter);
+                }
+                Background::Texture {
+                    grid,
+                    fx: rng.range(20.0, 70.0),
+                    fy: rng.range(20.0, 70.0),
+                    stripe: d * rng.range(0.0, 0.12),
+                }
             }
         }
-    };
-    let shirt = lerp3([0.3, 0.32, 0.4], random_colour(rng), 0.8 * d);
-    // --- blur and noise
+    }
+}
+
+/// Blur is drawn for a 112-pixel image and scaled, so that every `side` looks alike.
+fn draw_blur_passes(rng: &mut SplitMix64, side: u32, d: f32) -> u32 {
     let blur_sigma_112 = if rng.chance(0.5) { d * rng.range(0.0, 2.2) } else { 0.0 };
     let sigma_px = blur_sigma_112 * side as f32 / 112.0;
     // one [1 2 1]/4 pass has variance 0.5 px^2
-    let blur_passes = (sigma_px * sigma_px * 2.0 + 0.5).floor() as u32;
-    let noise = d * rng.range(0.0, 0.06);
-    // --- occluder (screen coordinates)
-    let occluder = if rng.chance(0.22 * d) {
-        if rng.chance(0.5) {
-            Occluder::Rect {
-                cx: rng.sym(0.3),
-                cy: rng.range(-0.2, 0.4),
-                hw: rng.range(0.08, 0.22),
-                hh: rng.range(0.05, 0.14),
-                col: random_colour(rng),
+    (sigma_px * sigma_px * 2.0 + 0.5).floor() as u32
+}
+
+impl Occluder {
+    /// Last block of [`Nuisance::draw`]; a hand takes the identity's `skin` tone index.
+    fn draw(rng: &mut SplitMix64, d: f32, skin: u8) -> Occluder {
+        // screen coordinates
+        if rng.chance(0.22 * d) {
+            if rng.chance(0.5) {
+                Occluder::Rect {
+                    cx: rng.sym(0.3),
+                    cy: rng.range(-0.2, 0.4),
+                    hw: rng.range(0.08, 0.22),
+                    hh: rng.range(0.05, 0.14),
+                    col: random_colour(rng),
+                }
+            } else {
+                let ang = rng.sym(0.9);
+                let tone = SKIN_TONES[skin as usize % SKIN_TONES.len()];
+                Occluder::Hand {
+                    cx: rng.sym(0.3),
+                    cy: rng.range(0.15, 0.5),
+                    cos: pcos(ang),
+                    sin: psin(ang),
+                    col: scale3(tone, rng.range(0.85, 1.05)),
+                }
             }
         } else {
-            let ang = rng.sym(0.9);
-            let tone = SKIN_TONES[a[A_SKIN] as usize % SKIN_TONES.len()];
-            Occluder::Hand {
-                cx: rng.sym(0.3),
-                cy: rng.range(0.15, 0.5),
-                cos: pcos(ang),
-                sin: psin(ang),
-                col: scale3(tone, rng.range(0.85, 1.05)),
-            }
+            Occluder::None
         }
-    } else {
-        Occluder::None
-    };
+    }
+}
 
-    // --- identity geometry
-    let (fa, fb, taper, square) = match a[A_FACE] {
+/// All the randomness of one image, so that the draw order is written down in one place.
+struct Nuisance {
+    pose: Pose,
+    expression: Expression,
+    lighting: Lighting,
+    background: Background,
+    shirt: [f32; 3],
+    blur_passes: u32,
+    noise: f32,
+    occluder: Occluder,
+}
+
+impl Nuisance {
+    /// The order of these draws is part of the dataset: moving one changes every image.
+    fn draw(id: &Identity, rng: &mut SplitMix64, side: u32, d: f32) -> Nuisance {
+        let pose = Pose::draw(rng, d);
+        let expression = Expression::draw(rng, d, id.gene(G_REST_SMILE, -0.2, 0.5));
+        let lighting = Lighting::draw(rng, d);
+        let background = Background::draw(rng, d);
+        let shirt = lerp3([0.3, 0.32, 0.4], random_colour(rng), 0.8 * d);
+        let blur_passes = draw_blur_passes(rng, side, d);
+        let noise = d * rng.range(0.0, 0.06);
+        let occluder = Occluder::draw(rng, d, id.attrs[A_SKIN]);
+        Nuisance { pose, expression, lighting, background, shirt, blur_passes, noise, occluder }
+    }
+}
+
+/// Face outline `(a, b, taper, square)`: the face-shape template, moved a little by the genes.
+fn face_outline(id: &Identity) -> (f32, f32, f32, f32) {
+    let (fa, fb, taper, square) = match id.attrs[A_FACE] {
         0 => (0.345, 0.50, 0.42, 0.0),
         1 => (0.385, 0.47, 0.25, 0.0),
         2 => (0.315, 0.54, 0.38, 0.15),
         _ => (0.365, 0.495, 0.12, 0.85),
     };
-    let face_a = fa + gr(G_FACE_W, -0.018, 0.018);
-    let face_b = fb + gr(G_FACE_H, -0.015, 0.015);
-    let taper = (taper + gr(G_JAW, -0.1, 0.1)).max(0.0);
+    let face_a = fa + id.gene(G_FACE_W, -0.018, 0.018);
+    let face_b = fb + id.gene(G_FACE_H, -0.015, 0.015);
+    let taper = (taper + id.gene(G_JAW, -0.1, 0.1)).max(0.0);
+    (face_a, face_b, taper, square)
+}
+
+/// Identity colours that are derived from one another (brows from hair, lips from skin).
+struct Colours {
+    skin: [f32; 3],
+    hair: [f32; 3],
+    brow: [f32; 3],
+    lip: [f32; 3],
+}
+
+/// The colours of `id`; blonde and grey hair get darker brows so that the brows still show.
+fn identity_colours(id: &Identity) -> Colours {
+    let a = &id.attrs;
+    let gr = |i: usize, lo: f32, hi: f32| id.gene(i, lo, hi);
     let skin_base = SKIN_TONES[a[A_SKIN] as usize % SKIN_TONES.len()];
     let skin_l = gr(G_SKIN_L, 0.94, 1.06);
     let hue = gr(G_SKIN_HUE, -0.03, 0.03);
@@ -601,82 +704,106 @@ fn build_scene(id: &Identity, rng: &mut SplitMix64, side: u32, d: f32) -> (Scene
     ];
     let hair_base = HAIR_COLOURS[a[A_HAIR_COLOUR] as usize % HAIR_COLOURS.len()];
     let hair = scale3(hair_base, gr(G_HAIR_L, 0.8, 1.15));
-    let brow_col = if a[A_HAIR_COLOUR] == 2 || a[A_HAIR_COLOUR] == 4 {
+    let brow = if a[A_HAIR_COLOUR] == 2 || a[A_HAIR_COLOUR] == 4 {
         lerp3(hair, [0.25, 0.2, 0.15], 0.45)
     } else {
         scale3(hair, 0.9)
     };
-    let lip_col = lerp3(scale3(skin, 0.82), [0.72, 0.3, 0.3], gr(G_LIP_RED, 0.25, 0.6));
-    let eye_h_full = gr(G_EYE_H, 0.018, 0.027);
-    let eye_w = gr(G_EYE_W, 0.045, 0.06);
+    let lip = lerp3(scale3(skin, 0.82), [0.72, 0.3, 0.3], gr(G_LIP_RED, 0.25, 0.6));
+    Colours { skin, hair, brow, lip }
+}
 
-    let scene = Scene {
-        fw: 1.0 / (side as f32 * scale),
-        cos_r: pcos(rot),
-        sin_r: psin(rot),
-        inv_scale: 1.0 / scale,
-        sx,
-        sy,
-        yaw,
-        yaw_squash: 1.0 + 0.2 * yaw.abs(),
-        background,
-        shirt,
-        face_cy: 0.035,
-        face_a,
-        face_b,
-        taper,
-        square,
-        chin: gr(G_CHIN, 0.0, 0.4),
-        skin,
-        light_x,
-        face_light,
-        blush: gr(G_BLUSH, 0.0, 1.0),
-        eye_dx: gr(G_EYE_DX, 0.145, 0.172),
-        eye_y: gr(G_EYE_Y, -0.05, -0.03),
-        eye_w,
-        eye_h: eye_h_full * eye_open,
-        eye_h_full,
-        eye_tilt: gr(G_EYE_TILT, -0.12, 0.22),
-        iris_r: eye_h_full * gr(G_IRIS_R, 0.9, 1.2),
-        iris_col: palette_pick(&IRIS_COLOURS, g[G_IRIS_COL]),
-        gaze,
-        brow_y: -0.04 - gr(G_BROW_GAP, 0.06, 0.085) - brow_raise,
-        brow_half: gr(G_BROW_LEN, 0.05, 0.07),
-        brow_th: gr(G_BROW_TH, 0.011, 0.024),
-        brow_slant: gr(G_BROW_SLANT, -0.015, 0.02),
-        brow_arch: gr(G_BROW_ARCH, 0.0, 0.018),
-        brow_col,
-        nose_y: gr(G_NOSE_Y, 0.12, 0.16),
-        nose_w: gr(G_NOSE_W, 0.03, 0.05),
-        nose_bridge: gr(G_NOSE_BRIDGE, 0.4, 1.0),
-        mouth_y: gr(G_MOUTH_Y, 0.31, 0.345),
-        mouth_w: gr(G_MOUTH_W, 0.1, 0.145),
-        lip_th: gr(G_LIP_TH, 0.011, 0.022),
-        lip_col,
-        smile,
-        mouth_open,
-        ear_y: 0.06,
-        ear_w: gr(G_EAR, 0.035, 0.05),
-        ear_h: gr(G_EAR, 0.07, 0.095),
-        hair_style: a[A_HAIR_STYLE],
-        hair,
-        hairline: gr(G_HAIRLINE, -0.36, -0.24),
-        part: gr(G_PART, -0.25, 0.25),
-        hair_vol: gr(G_HAIR_VOL, 0.01, 0.06),
-        hair_len: gr(G_HAIR_LEN, 0.3, 0.6),
-        beard: a[A_BEARD],
-        glasses: a[A_GLASSES],
-        lens_w: gr(G_LENS_SIZE, 0.062, 0.078),
-        lens_h: gr(G_LENS_SIZE, 0.045, 0.058),
-        lens_sq: gr(G_LENS_SHAPE, 0.0, 1.0),
-        frame_col: palette_pick(&FRAME_COLOURS, g[G_FRAME_COL]),
-        occluder,
+/// Draws one image's nuisance (all its randomness, in a fixed order) and joins it with `id`.
+fn build_scene(id: &Identity, rng: &mut SplitMix64, side: u32, d: f32) -> (Scene, Post) {
+    let nuisance = Nuisance::draw(id, rng, side, d);
+    let light = &nuisance.lighting;
+    let post = Post {
+        light_k: light.light_k,
+        light_x: light.light_x,
+        light_y: light.light_y,
+        brightness: light.brightness,
+        contrast: light.contrast,
+        gain: light.gain,
+        blur_passes: nuisance.blur_passes,
+        noise: nuisance.noise,
     };
-    let post = Post { light_k, light_x, light_y, brightness, contrast, gain, blur_passes, noise };
-    (scene, post)
+    (Scene::new(id, side, nuisance), post)
 }
 
 impl Scene {
+    /// Maps the genes to their ranges; no draw happens here, so the order of fields is free.
+    fn new(id: &Identity, side: u32, nuisance: Nuisance) -> Scene {
+        let g = &id.genes;
+        let a = &id.attrs;
+        let gr = |i: usize, lo: f32, hi: f32| id.gene(i, lo, hi);
+        let (face_a, face_b, taper, square) = face_outline(id);
+        let colours = identity_colours(id);
+        let eye_h_full = gr(G_EYE_H, 0.018, 0.027);
+        let Nuisance { pose, expression: ex, lighting, background, shirt, occluder, .. } = nuisance;
+        Scene {
+            fw: 1.0 / (side as f32 * pose.scale),
+            cos_r: pcos(pose.rot),
+            sin_r: psin(pose.rot),
+            inv_scale: 1.0 / pose.scale,
+            sx: pose.sx,
+            sy: pose.sy,
+            yaw: pose.yaw,
+            yaw_squash: 1.0 + 0.2 * pose.yaw.abs(),
+            background,
+            shirt,
+            face_cy: 0.035,
+            face_a,
+            face_b,
+            taper,
+            square,
+            chin: gr(G_CHIN, 0.0, 0.4),
+            skin: colours.skin,
+            light_x: lighting.light_x,
+            face_light: lighting.face_light,
+            blush: gr(G_BLUSH, 0.0, 1.0),
+            eye_dx: gr(G_EYE_DX, 0.145, 0.172),
+            eye_y: gr(G_EYE_Y, -0.05, -0.03),
+            eye_w: gr(G_EYE_W, 0.045, 0.06),
+            eye_h: eye_h_full * ex.eye_open,
+            eye_h_full,
+            eye_tilt: gr(G_EYE_TILT, -0.12, 0.22),
+            iris_r: eye_h_full * gr(G_IRIS_R, 0.9, 1.2),
+            iris_col: palette_pick(&IRIS_COLOURS, g[G_IRIS_COL]),
+            gaze: ex.gaze,
+            brow_y: -0.04 - gr(G_BROW_GAP, 0.06, 0.085) - ex.brow_raise,
+            brow_half: gr(G_BROW_LEN, 0.05, 0.07),
+            brow_th: gr(G_BROW_TH, 0.011, 0.024),
+            brow_slant: gr(G_BROW_SLANT, -0.015, 0.02),
+            brow_arch: gr(G_BROW_ARCH, 0.0, 0.018),
+            brow_col: colours.brow,
+            nose_y: gr(G_NOSE_Y, 0.12, 0.16),
+            nose_w: gr(G_NOSE_W, 0.03, 0.05),
+            nose_bridge: gr(G_NOSE_BRIDGE, 0.4, 1.0),
+            mouth_y: gr(G_MOUTH_Y, 0.31, 0.345),
+            mouth_w: gr(G_MOUTH_W, 0.1, 0.145),
+            lip_th: gr(G_LIP_TH, 0.011, 0.022),
+            lip_col: colours.lip,
+            smile: ex.smile,
+            mouth_open: ex.mouth_open,
+            ear_y: 0.06,
+            ear_w: gr(G_EAR, 0.035, 0.05),
+            ear_h: gr(G_EAR, 0.07, 0.095),
+            hair_style: a[A_HAIR_STYLE],
+            hair: colours.hair,
+            hairline: gr(G_HAIRLINE, -0.36, -0.24),
+            part: gr(G_PART, -0.25, 0.25),
+            hair_vol: gr(G_HAIR_VOL, 0.01, 0.06),
+            hair_len: gr(G_HAIR_LEN, 0.3, 0.6),
+            beard: a[A_BEARD],
+            glasses: a[A_GLASSES],
+            lens_w: gr(G_LENS_SIZE, 0.062, 0.078),
+            lens_h: gr(G_LENS_SIZE, 0.045, 0.058),
+            lens_sq: gr(G_LENS_SHAPE, 0.0, 1.0),
+            frame_col: palette_pick(&FRAME_COLOURS, g[G_FRAME_COL]),
+            occluder,
+        }
+    }
+
     fn background(&self, u: f32, v: f32) -> [f32; 3] {
         match &self.background {
             Background::Solid(c) => *c,
@@ -838,7 +965,16 @@ impl Scene {
         c
     }
 
+    /// Features over the skin, in painting order: a later one covers an earlier one.
     fn features(&self, c: &mut [f32; 3], x: f32, y: f32, side: f32, ax: f32, fc: f32) {
+        self.cheeks(c, x, y, ax, fc);
+        self.eye_and_brow(c, x, y, side);
+        self.nose(c, x, y, side, ax);
+        self.mouth(c, x, y, ax);
+    }
+
+    /// Blush and stubble, weighted by the face coverage `fc` so they fade at the outline.
+    fn cheeks(&self, c: &mut [f32; 3], x: f32, y: f32, ax: f32, fc: f32) {
         let fw = self.fw;
         // cheek blush
         let bd = ellipse_sd(ax - 0.2, y - 0.17, 0.075, 0.055);
@@ -854,60 +990,81 @@ impl Scene {
             let dark = scale3(lerp3(self.skin, self.hair, 0.5), 0.75 * speck);
             mix(c, dark, k * 0.3);
         }
+    }
 
-        // eyes and brows
+    /// Eye and brow share one bounding box, so that most face pixels skip both.
+    fn eye_and_brow(&self, c: &mut [f32; 3], x: f32, y: f32, side: f32) {
         let ex = (x - side * self.eye_dx) * side; // positive towards the outer corner
         let ey = y - self.eye_y;
         if ex.abs() < 0.11 && ey > -0.14 && ey < 0.08 {
-            // socket shading
-            let sd = ellipse_sd(ex + 0.004, ey + 0.01, self.eye_w * 1.4, self.eye_h_full * 2.3);
-            mix(c, scale3(self.skin, 0.78), clamp01(0.5 - sd / 0.025) * 0.35);
-            // crease
-            let crease = ellipse_sd(
-                ex,
-                ey + self.eye_h_full * 0.35,
-                self.eye_w * 1.02,
-                self.eye_h_full * 1.45,
-            );
-            if ey < 0.0 {
-                mix(c, scale3(self.skin, 0.6), cov(crease.abs() - 0.002, fw) * 0.35);
-            }
-            let ly = ey + self.eye_tilt * ex;
-            let d_eye = ellipse_sd(ex, ly, self.eye_w, self.eye_h.max(0.002));
-            let ce = cov(d_eye, fw);
-            if ce > 0.0 {
-                mix(c, [0.93, 0.91, 0.88], ce);
-                let ix = ex + self.gaze * self.eye_w * 0.3 * side;
-                let di = (ix * ix + ly * ly).sqrt();
-                let ci = cov(di - self.iris_r, fw) * ce;
-                mix(c, self.iris_col, ci);
-                let cp = cov(di - self.iris_r * 0.45, fw) * ce;
-                mix(c, [0.03, 0.02, 0.02], cp);
-                let hx = ix + self.iris_r * 0.35;
-                let hy = ly + self.iris_r * 0.35;
-                let ch = cov((hx * hx + hy * hy).sqrt() - self.iris_r * 0.2, fw) * ce;
-                mix(c, [1.0, 1.0, 1.0], ch * 0.8);
-            }
-            // lid line and lashes (thicker towards the outer corner)
-            let lw = 0.0035 + 0.002 * clamp01(ex / self.eye_w + 0.5);
-            if ly < self.eye_h * 0.4 {
-                let k = cov(d_eye.abs() - lw, fw);
-                mix(c, [0.12, 0.08, 0.07], k * 0.95);
-            } else {
-                let k = cov(d_eye.abs() - 0.0015, fw);
-                mix(c, scale3(self.skin, 0.55), k * 0.5);
-            }
-            // brow
-            let bx = (x - side * (self.eye_dx + 0.006)) * side;
-            let t = (bx / self.brow_half).clamp(-1.0, 1.0);
-            let by = y - self.brow_y + self.brow_arch * (1.0 - t * t) - self.brow_slant * t;
-            let th = self.brow_th * (1.0 - 0.45 * clamp01(t + 0.2)) * 0.5;
-            let d_brow = (by.abs() - th).max(bx.abs() - self.brow_half);
-            let kb = cov(d_brow, fw.max(0.004));
-            mix(c, self.brow_col, kb * 0.92);
+            self.eye(c, ex, ey, side);
+            self.brow(c, x, y, side);
         }
+    }
 
-        // nose
+    /// One eye in coordinates mirrored per side (`ex` grows towards the outer corner), so both
+    /// eyes share this code.
+    fn eye(&self, c: &mut [f32; 3], ex: f32, ey: f32, side: f32) {
+        let fw = self.fw;
+        // socket shading
+        let sd = ellipse_sd(ex + 0.004, ey + 0.01, self.eye_w * 1.4, self.eye_h_full * 2.3);
+        mix(c, scale3(self.skin, 0.78), clamp01(0.5 - sd / 0.025) * 0.35);
+        // crease
+        let crease =
+            ellipse_sd(ex, ey + self.eye_h_full * 0.35, self.eye_w * 1.02, self.eye_h_full * 1.45);
+        if ey < 0.0 {
+            mix(c, scale3(self.skin, 0.6), cov(crease.abs() - 0.002, fw) * 0.35);
+        }
+        let ly = ey + self.eye_tilt * ex;
+        let d_eye = ellipse_sd(ex, ly, self.eye_w, self.eye_h.max(0.002));
+        let ce = cov(d_eye, fw);
+        if ce > 0.0 {
+            self.eyeball(c, ex, ly, side, ce);
+        }
+        // lid line and lashes (thicker towards the outer corner)
+        let lw = 0.0035 + 0.002 * clamp01(ex / self.eye_w + 0.5);
+        if ly < self.eye_h * 0.4 {
+            let k = cov(d_eye.abs() - lw, fw);
+            mix(c, [0.12, 0.08, 0.07], k * 0.95);
+        } else {
+            let k = cov(d_eye.abs() - 0.0015, fw);
+            mix(c, scale3(self.skin, 0.55), k * 0.5);
+        }
+    }
+
+    /// White, iris, pupil and highlight, each masked by the eye opening `ce` so that a closing
+    /// lid hides them.
+    fn eyeball(&self, c: &mut [f32; 3], ex: f32, ly: f32, side: f32, ce: f32) {
+        let fw = self.fw;
+        mix(c, [0.93, 0.91, 0.88], ce);
+        let ix = ex + self.gaze * self.eye_w * 0.3 * side;
+        let di = (ix * ix + ly * ly).sqrt();
+        let ci = cov(di - self.iris_r, fw) * ce;
+        mix(c, self.iris_col, ci);
+        let cp = cov(di - self.iris_r * 0.45, fw) * ce;
+        mix(c, [0.03, 0.02, 0.02], cp);
+        let hx = ix + self.iris_r * 0.35;
+        let hy = ly + self.iris_r * 0.35;
+        let ch = cov((hx * hx + hy * hy).sqrt() - self.iris_r * 0.2, fw) * ce;
+        mix(c, [1.0, 1.0, 1.0], ch * 0.8);
+    }
+
+    /// One brow, thinning towards its outer end; drawn in the eye's box, which contains it.
+    fn brow(&self, c: &mut [f32; 3], x: f32, y: f32, side: f32) {
+        let fw = self.fw;
+        let bx = (x - side * (self.eye_dx + 0.006)) * side;
+        let t = (bx / self.brow_half).clamp(-1.0, 1.0);
+        let by = y - self.brow_y + self.brow_arch * (1.0 - t * t) - self.brow_slant * t;
+        let th = self.brow_th * (1.0 - 0.45 * clamp01(t + 0.2)) * 0.5;
+        let d_brow = (by.abs() - th).max(bx.abs() - self.brow_half);
+        let kb = cov(d_brow, fw.max(0.004));
+        mix(c, self.brow_col, kb * 0.92);
+    }
+
+    /// Nose drawn as shading only (bridge shadow on the side away from the light, tip, nostrils),
+    /// since a frontal face has no nose outline.
+    fn nose(&self, c: &mut [f32; 3], x: f32, y: f32, side: f32, ax: f32) {
+        let fw = self.fw;
         let ny = y - self.nose_y;
         if ax < 0.09 && ny > -0.2 && ny < 0.05 {
             let light_side = 1.0 - 0.4 * clamp01(self.light_x * side * self.face_light * 4.0);
@@ -936,8 +1093,11 @@ impl Scene {
             let nostril = ellipse_sd(ax - self.nose_w * 0.55, ny + 0.001, 0.014, 0.0075);
             mix(c, scale3(self.skin, 0.3), cov(nostril, fw) * 0.85);
         }
+    }
 
-        // mouth
+    /// Lips, and the mouth's inside and teeth only when the expression opens it.
+    fn mouth(&self, c: &mut [f32; 3], x: f32, y: f32, ax: f32) {
+        let fw = self.fw;
         let t = x / self.mouth_w;
         if t.abs() < 1.2 && (y - self.mouth_y).abs() < 0.09 {
             let tt = clamp01(1.0 - t * t);
@@ -1329,6 +1489,7 @@ impl SynthFaces {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::util::test_util::names;
 
     use crate::data::rng::fnv1a;
 
@@ -1556,16 +1717,6 @@ mod tests {
         assert_eq!(row[0], 1);
         assert_eq!(&row[1..], &f.attributes(1));
         fs::remove_dir_all(&dir).unwrap();
-    }
-
-    /// Sorted names in `dir`.
-    fn names(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
     }
 
     fn small(identities: usize) -> SynthFaces {

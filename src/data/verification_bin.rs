@@ -338,6 +338,11 @@ impl<'a> Cursor<'a> {
         Ok(s)
     }
 
+    /// `n` raw bytes as bytes; shared by the opcodes that differ only in how they give `n`.
+    fn bytes(&mut self, n: u64) -> Result<Value> {
+        Ok(Value::Bytes(Rc::new(self.take(n, "bytes")?.to_vec())))
+    }
+
     fn utf8(&mut self, n: u64, at: usize) -> Result<Value> {
         let b = self.take(n, "unicode string")?;
         match std::str::from_utf8(b) {
@@ -367,13 +372,10 @@ pub fn read_pickle(data: &[u8], path: &Path) -> Result<Value> {
 
 /// [`read_pickle`], also giving the byte offset of the `STOP` opcode.
 fn parse_pickle(data: &[u8], path: &Path) -> Result<(Value, usize)> {
-    let mut cur = Cursor { data, pos: 0, path };
-    let mut stack: Vec<Value> = Vec::new();
-    let mut marks: Vec<usize> = Vec::new();
-    let mut memo: HashMap<u32, Value> = HashMap::new();
-    let mut budget = Budget::new(data.len());
+    let mut m = Unpickler::new(data, path);
     loop {
-        let at = cur.pos;
+        m.at = m.cur.pos;
+        let at = m.at;
         if at >= data.len() {
             return Err(DataError::Truncated {
                 path: path.to_path_buf(),
@@ -382,179 +384,256 @@ fn parse_pickle(data: &[u8], path: &Path) -> Result<(Value, usize)> {
                 what: "pickle ended without a STOP opcode".into(),
             });
         }
-        let op = cur.u8("opcode")?;
-        let pop = |stack: &mut Vec<Value>, what: &str| {
-            stack.pop().ok_or_else(|| {
-                DataError::corrupt(
-                    path,
-                    None,
-                    format!("pickle byte offset {at}: {what} on an empty stack"),
-                )
-            })
+        let op = m.cur.u8("opcode")?;
+        let pushed = match op {
+            0x80 => m.proto()?,
+            0x95 => m.frame()?,
+            b'.' => return m.pop("STOP").map(|value| (value, at)),
+            b'(' => m.mark(),
+            b']' => Some(Value::List(Rc::new(RefCell::new(Vec::new())))),
+            b')' => Some(Value::Tuple(Rc::new(Vec::new()))),
+            b'N' => Some(Value::None),
+            0x88 => Some(Value::Bool(true)),
+            0x89 => Some(Value::Bool(false)),
+            b'K' => Some(Value::Int(i64::from(m.cur.u8("BININT1")?))),
+            b'M' => Some(Value::Int(i64::from(m.cur.u16("BININT2")?))),
+            b'J' => Some(Value::Int(i64::from(m.cur.u32("BININT")? as i32))),
+            b'C' | b'U' => Some(m.short_binbytes()?),
+            b'B' => Some(m.binbytes()?),
+            b'T' => Some(m.binstring()?),
+            0x8e => Some(m.binbytes8()?),
+            0x8c => Some(m.short_binunicode()?),
+            b'X' => Some(m.binunicode()?),
+            0x8d => Some(m.binunicode8()?),
+            b'a' | b'e' => m.append(op)?,
+            b't' | 0x85 | 0x86 | 0x87 => Some(m.tuple(op)?),
+            b'q' | b'r' | 0x94 => m.memo_put(op)?,
+            b'h' | b'j' => Some(m.memo_get(op)?),
+            b'c' => Some(m.global()?),
+            0x93 => Some(m.stack_global()?),
+            b'R' => Some(m.reduce()?),
+            _ => return Err(m.unknown(op)),
         };
-        let pop_mark =
-            |stack: &mut Vec<Value>, marks: &mut Vec<usize>, what: &str| -> Result<Vec<Value>> {
-                let m = marks.pop().ok_or_else(|| {
-                    DataError::corrupt(
-                        path,
-                        None,
-                        format!("pickle byte offset {at}: {what} without MARK"),
-                    )
-                })?;
-                if m > stack.len() {
-                    return Err(DataError::corrupt(
-                        path,
-                        None,
-                        format!("pickle byte offset {at}: MARK above stack"),
-                    ));
-                }
-                Ok(stack.split_off(m))
-            };
-        let mut push = None;
-        match op {
-            0x80 => {
-                // PROTO
-                let v = cur.u8("protocol version")?;
-                if v > 5 {
-                    return Err(cur.err(at, format!("unsupported pickle protocol {v}")));
-                }
-            }
-            0x95 => {
-                // FRAME: only a hint for buffering
-                cur.u64("frame length")?;
-            }
-            b'.' => {
-                // STOP
-                return pop(&mut stack, "STOP").map(|value| (value, at));
-            }
-            b'(' => marks.push(stack.len()),
-            b']' => push = Some(Value::List(Rc::new(RefCell::new(Vec::new())))),
-            b')' => push = Some(Value::Tuple(Rc::new(Vec::new()))),
-            b'N' => push = Some(Value::None),
-            0x88 => push = Some(Value::Bool(true)),
-            0x89 => push = Some(Value::Bool(false)),
-            b'K' => push = Some(Value::Int(i64::from(cur.u8("BININT1")?))),
-            b'M' => push = Some(Value::Int(i64::from(cur.u16("BININT2")?))),
-            b'J' => push = Some(Value::Int(i64::from(cur.u32("BININT")? as i32))),
-            b'C' | b'U' => {
-                // SHORT_BINBYTES, SHORT_BINSTRING
-                let n = cur.u8("string length")?;
-                push = Some(Value::Bytes(Rc::new(cur.take(u64::from(n), "bytes")?.to_vec())));
-            }
-            b'B' => {
-                let n = cur.u32("BINBYTES length")?;
-                push = Some(Value::Bytes(Rc::new(cur.take(u64::from(n), "bytes")?.to_vec())));
-            }
-            b'T' => {
-                let n = cur.u32("BINSTRING length")? as i32;
-                if n < 0 {
-                    return Err(cur.err(at, "BINSTRING with a negative length"));
-                }
-                push = Some(Value::Bytes(Rc::new(cur.take(n as u64, "bytes")?.to_vec())));
-            }
-            0x8e => {
-                let n = cur.u64("BINBYTES8 length")?;
-                push = Some(Value::Bytes(Rc::new(cur.take(n, "bytes")?.to_vec())));
-            }
-            0x8c => {
-                let n = cur.u8("SHORT_BINUNICODE length")?;
-                push = Some(cur.utf8(u64::from(n), at)?);
-            }
-            b'X' => {
-                let n = cur.u32("BINUNICODE length")?;
-                push = Some(cur.utf8(u64::from(n), at)?);
-            }
-            0x8d => {
-                let n = cur.u64("BINUNICODE8 length")?;
-                push = Some(cur.utf8(n, at)?);
-            }
-            b'a' | b'e' => {
-                // APPEND, APPENDS
-                let items = if op == b'a' {
-                    vec![pop(&mut stack, "APPEND")?]
-                } else {
-                    pop_mark(&mut stack, &mut marks, "APPENDS")?
-                };
-                let Some(Value::List(list)) = stack.last() else {
-                    return Err(cur.err(at, "APPEND(S) target is not a list"));
-                };
-                if items.iter().any(Value::is_container) {
-                    return Err(cur.err(at, "nested containers inside a list are not supported"));
-                }
-                list.borrow_mut().extend(items);
-            }
-            b't' | 0x85 | 0x86 | 0x87 => {
-                let items = match op {
-                    b't' => pop_mark(&mut stack, &mut marks, "TUPLE")?,
-                    _ => {
-                        let n = usize::from(op - 0x84);
-                        if stack.len() < n {
-                            return Err(cur.err(at, format!("TUPLE{n} needs {n} stack items")));
-                        }
-                        stack.split_off(stack.len() - n)
-                    }
-                };
-                if items.iter().any(|v| matches!(v, Value::Tuple(_))) {
-                    return Err(cur.err(at, "tuples inside tuples are not supported"));
-                }
-                push = Some(Value::Tuple(Rc::new(items)));
-            }
-            b'q' | b'r' | 0x94 => {
-                // BINPUT, LONG_BINPUT, MEMOIZE
-                let key = match op {
-                    b'q' => u32::from(cur.u8("BINPUT index")?),
-                    b'r' => cur.u32("LONG_BINPUT index")?,
-                    _ => memo.len() as u32,
-                };
-                let Some(top) = stack.last() else {
-                    return Err(cur.err(at, "memo put on an empty stack"));
-                };
-                memo.insert(key, top.clone());
-            }
-            b'h' | b'j' => {
-                let key = if op == b'h' {
-                    u32::from(cur.u8("BINGET index")?)
-                } else {
-                    cur.u32("LONG_BINGET index")?
-                };
-                let Some(v) = memo.get(&key) else {
-                    return Err(cur.err(at, format!("memo key {key} was never stored")));
-                };
-                push = Some(v.clone());
-            }
-            b'c' => {
-                let module = cur.line("GLOBAL module")?;
-                let name = cur.line("GLOBAL name")?;
-                push = Some(Value::Global(Rc::new((module, name))));
-            }
-            0x93 => {
-                let name = pop(&mut stack, "STACK_GLOBAL")?;
-                let module = pop(&mut stack, "STACK_GLOBAL")?;
-                let (Value::Str(m), Value::Str(n)) = (module, name) else {
-                    return Err(cur.err(at, "STACK_GLOBAL expects two strings"));
-                };
-                budget.spend(m.len() + n.len()).map_err(|what| cur.err(at, what))?;
-                push = Some(Value::Global(Rc::new((m.to_string(), n.to_string()))));
-            }
-            b'R' => {
-                let args = pop(&mut stack, "REDUCE")?;
-                let func = pop(&mut stack, "REDUCE")?;
-                push = Some(reduce(&func, &args, &mut budget).map_err(|what| cur.err(at, what))?);
-            }
+        if let Some(v) = pushed {
+            m.push(v)?;
+        }
+    }
+}
+
+/// The unpickler's state, shared by one method per opcode so that [`parse_pickle`] stays a flat
+/// table. A method returns what its opcode pushes (`None`: nothing); `parse_pickle` pushes it.
+struct Unpickler<'a> {
+    cur: Cursor<'a>,
+    stack: Vec<Value>,
+    marks: Vec<usize>,
+    memo: HashMap<u32, Value>,
+    budget: Budget,
+    /// Offset of the opcode being run, which every error names.
+    at: usize,
+}
+
+impl<'a> Unpickler<'a> {
+    /// An unpickler at the start of `data`, with the expansion budget of its size.
+    fn new(data: &'a [u8], path: &'a Path) -> Self {
+        Unpickler {
+            cur: Cursor { data, pos: 0, path },
+            stack: Vec::new(),
+            marks: Vec::new(),
+            memo: HashMap::new(),
+            budget: Budget::new(data.len()),
+            at: 0,
+        }
+    }
+
+    /// An error at the current opcode's offset, so that a report points into the file.
+    fn err(&self, what: impl std::fmt::Display) -> DataError {
+        self.cur.err(self.at, what)
+    }
+
+    /// The opcode byte is only known to be unsupported here, at the end of the table.
+    fn unknown(&self, op: u8) -> DataError {
+        DataError::UnknownOpcode {
+            path: self.cur.path.to_path_buf(),
+            opcode: op,
+            offset: self.at as u64,
+        }
+    }
+
+    /// Pushes `v`, bounded so that a file of tiny opcodes cannot fill memory.
+    fn push(&mut self, v: Value) -> Result<()> {
+        if self.stack.len() >= MAX_STACK {
+            return Err(self.err("pickle stack grew past 4M items"));
+        }
+        self.stack.push(v);
+        Ok(())
+    }
+
+    /// Pops for opcode `what`, which the error names, as a damaged file empties the stack early.
+    fn pop(&mut self, what: &str) -> Result<Value> {
+        let Some(v) = self.stack.pop() else {
+            return Err(self.err(format!("{what} on an empty stack")));
+        };
+        Ok(v)
+    }
+
+    /// Pops everything above the last `MARK` for opcode `what`.
+    fn pop_mark(&mut self, what: &str) -> Result<Vec<Value>> {
+        let Some(m) = self.marks.pop() else {
+            return Err(self.err(format!("{what} without MARK")));
+        };
+        if m > self.stack.len() {
+            return Err(self.err("MARK above stack"));
+        }
+        Ok(self.stack.split_off(m))
+    }
+
+    /// PROTO: a version past 5 is refused up front, not left to fail on some later opcode.
+    fn proto(&mut self) -> Result<Option<Value>> {
+        let v = self.cur.u8("protocol version")?;
+        if v > 5 {
+            return Err(self.err(format!("unsupported pickle protocol {v}")));
+        }
+        Ok(None)
+    }
+
+    /// FRAME: only a hint for buffering, so its length is skipped.
+    fn frame(&mut self) -> Result<Option<Value>> {
+        self.cur.u64("frame length")?;
+        Ok(None)
+    }
+
+    /// MARK: remembers the stack height that a later `APPENDS` or `TUPLE` pops down to.
+    fn mark(&mut self) -> Option<Value> {
+        self.marks.push(self.stack.len());
+        None
+    }
+
+    /// SHORT_BINBYTES, SHORT_BINSTRING: a Python 2 `str` holds bytes, so both are bytes.
+    fn short_binbytes(&mut self) -> Result<Value> {
+        let n = self.cur.u8("string length")?;
+        self.cur.bytes(u64::from(n))
+    }
+
+    /// BINBYTES: bytes with a 4-byte length.
+    fn binbytes(&mut self) -> Result<Value> {
+        let n = self.cur.u32("BINBYTES length")?;
+        self.cur.bytes(u64::from(n))
+    }
+
+    /// BINSTRING: Python 2 writes the length signed, so a negative one is damage.
+    fn binstring(&mut self) -> Result<Value> {
+        let n = self.cur.u32("BINSTRING length")? as i32;
+        if n < 0 {
+            return Err(self.err("BINSTRING with a negative length"));
+        }
+        self.cur.bytes(n as u64)
+    }
+
+    /// BINBYTES8: bytes with an 8-byte length (objects of 4 GiB or more).
+    fn binbytes8(&mut self) -> Result<Value> {
+        let n = self.cur.u64("BINBYTES8 length")?;
+        self.cur.bytes(n)
+    }
+
+    /// SHORT_BINUNICODE: a str with a 1-byte length.
+    fn short_binunicode(&mut self) -> Result<Value> {
+        let n = self.cur.u8("SHORT_BINUNICODE length")?;
+        self.cur.utf8(u64::from(n), self.at)
+    }
+
+    /// BINUNICODE: a str with a 4-byte length (the latin1 text of protocol-2 bytes).
+    fn binunicode(&mut self) -> Result<Value> {
+        let n = self.cur.u32("BINUNICODE length")?;
+        self.cur.utf8(u64::from(n), self.at)
+    }
+
+    /// BINUNICODE8: a str with an 8-byte length.
+    fn binunicode8(&mut self) -> Result<Value> {
+        let n = self.cur.u64("BINUNICODE8 length")?;
+        self.cur.utf8(n, self.at)
+    }
+
+    /// APPEND, APPENDS: lists hold only scalars, which keeps the reader free of recursion.
+    fn append(&mut self, op: u8) -> Result<Option<Value>> {
+        let items = if op == b'a' { vec![self.pop("APPEND")?] } else { self.pop_mark("APPENDS")? };
+        let Some(Value::List(list)) = self.stack.last() else {
+            return Err(self.err("APPEND(S) target is not a list"));
+        };
+        if items.iter().any(Value::is_container) {
+            return Err(self.err("nested containers inside a list are not supported"));
+        }
+        list.borrow_mut().extend(items);
+        Ok(None)
+    }
+
+    /// TUPLE, TUPLE1, TUPLE2, TUPLE3: tuples hold no tuples, which bounds the nesting depth.
+    fn tuple(&mut self, op: u8) -> Result<Value> {
+        let items = match op {
+            b't' => self.pop_mark("TUPLE")?,
             _ => {
-                return Err(DataError::UnknownOpcode {
-                    path: path.to_path_buf(),
-                    opcode: op,
-                    offset: at as u64,
-                })
+                let n = usize::from(op - 0x84);
+                if self.stack.len() < n {
+                    return Err(self.err(format!("TUPLE{n} needs {n} stack items")));
+                }
+                self.stack.split_off(self.stack.len() - n)
             }
+        };
+        if items.iter().any(|v| matches!(v, Value::Tuple(_))) {
+            return Err(self.err("tuples inside tuples are not supported"));
         }
-        if let Some(v) = push {
-            if stack.len() >= MAX_STACK {
-                return Err(cur.err(at, "pickle stack grew past 4M items"));
-            }
-            stack.push(v);
-        }
+        Ok(Value::Tuple(Rc::new(items)))
+    }
+
+    /// BINPUT, LONG_BINPUT, MEMOIZE: the memo shares the value, as Python's does.
+    fn memo_put(&mut self, op: u8) -> Result<Option<Value>> {
+        let key = match op {
+            b'q' => u32::from(self.cur.u8("BINPUT index")?),
+            b'r' => self.cur.u32("LONG_BINPUT index")?,
+            _ => self.memo.len() as u32,
+        };
+        let Some(top) = self.stack.last() else {
+            return Err(self.err("memo put on an empty stack"));
+        };
+        self.memo.insert(key, top.clone());
+        Ok(None)
+    }
+
+    /// BINGET, LONG_BINGET: a shared reference, not a copy, so a repeated image is not copied here.
+    fn memo_get(&mut self, op: u8) -> Result<Value> {
+        let key = if op == b'h' {
+            u32::from(self.cur.u8("BINGET index")?)
+        } else {
+            self.cur.u32("LONG_BINGET index")?
+        };
+        let Some(v) = self.memo.get(&key) else {
+            return Err(self.err(format!("memo key {key} was never stored")));
+        };
+        Ok(v.clone())
+    }
+
+    /// GLOBAL: protocol 2 names the `REDUCE` callable in two text lines.
+    fn global(&mut self) -> Result<Value> {
+        let module = self.cur.line("GLOBAL module")?;
+        let name = self.cur.line("GLOBAL name")?;
+        Ok(Value::Global(Rc::new((module, name))))
+    }
+
+    /// STACK_GLOBAL: copies memoised strings, so it spends from the expansion budget.
+    fn stack_global(&mut self) -> Result<Value> {
+        let name = self.pop("STACK_GLOBAL")?;
+        let module = self.pop("STACK_GLOBAL")?;
+        let (Value::Str(m), Value::Str(n)) = (module, name) else {
+            return Err(self.err("STACK_GLOBAL expects two strings"));
+        };
+        self.budget.spend(m.len() + n.len()).map_err(|what| self.err(what))?;
+        Ok(Value::Global(Rc::new((m.to_string(), n.to_string()))))
+    }
+
+    /// REDUCE: only the calls that protocol-2 bytes need, see [`reduce`].
+    fn reduce(&mut self) -> Result<Value> {
+        let args = self.pop("REDUCE")?;
+        let func = self.pop("REDUCE")?;
+        reduce(&func, &args, &mut self.budget).map_err(|what| self.err(what))
     }
 }
 

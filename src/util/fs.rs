@@ -88,24 +88,6 @@ impl OutputError {
     }
 }
 
-impl From<PathError> for crate::data::DataError {
-    fn from(e: PathError) -> Self {
-        crate::data::DataError::io(e.path, e.source)
-    }
-}
-
-impl From<OutputError> for crate::data::DataError {
-    /// A refusal is a bad value of the `out` key; an I/O failure stays one.
-    fn from(e: OutputError) -> Self {
-        match e {
-            OutputError::Io(e) => e.into(),
-            refused => {
-                crate::data::DataError::InvalidConfig { field: "out", what: refused.to_string() }
-            }
-        }
-    }
-}
-
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 fn no_name() -> io::Error {
@@ -368,6 +350,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PathError> {
     })
 }
 
+/// [`write_atomic`] for callers whose errors are messages (`cannot write PATH: why`).
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    write_atomic(path, bytes).map_err(|e| format!("cannot write {e}"))
+}
+
 /// [`write_atomic`] for writers that create the file themselves: `write` is given the
 /// temporary path (in the same folder, ending in `path`'s extension) and must write the whole
 /// file there; this then syncs it, renames it over `path` and syncs the folder. When `write`
@@ -581,25 +568,9 @@ impl Drop for Lock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::util::test_util::{names, temp_dir};
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
-
-    fn temp_dir(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("groupface-util-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
-    fn names(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
 
     #[test]
     fn a_write_replaces_the_file_whole_and_leaves_no_temporary() {
