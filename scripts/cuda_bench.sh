@@ -6,6 +6,7 @@
 #
 #   cargo build --release --no-default-features --features cuda,flex --bin bench --bin train
 #   scripts/cuda_bench.sh [BIN_DIR=target/release] [OUT_DIR=cuda-bench]
+#   PARTS="first_step first_step_cached f32_r34 bf16_r34" scripts/cuda_bench.sh ...   # some
 #
 # Needs the NVIDIA driver, CUDA's headers and NVRTC (CubeCL compiles its kernels at run time;
 # CUDA_PATH if the toolkit is not in /usr/local/cuda) and python3 with torch. Device memory
@@ -30,9 +31,13 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=c
 echo "CUDA_PATH=${CUDA_PATH:-/usr/local/cuda} nvrtc in: ${extra:-none found}"
 
 # One part: its output in OUT/NAME.log, then each of its processes' peak device memory.
+# PARTS="first_step f32_r34 ..." runs only the parts named (a device session has 15 minutes).
 part() {
     local name="$1" limit="$2"
     shift 2
+    if [ -n "${PARTS:-}" ] && [[ " $PARTS " != *" $name "* ]]; then
+        return 0
+    fi
     echo "== $name ($(date +%T)): $*"
     nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv,noheader,nounits \
         -lms 200 >"$out/$name.memory.csv" 2>/dev/null &
@@ -75,7 +80,7 @@ steps="${STEPS:-10}"
 # the same step in a fresh process, which finds every kernel in the cache.
 CUBECL_DEBUG_LOG="$out/cubecl_first_step.log" part first_step 300 "$bin/bench" backbone=tiny \
     batch=32 steps=1 warmup=0 backend=cuda
-wc -l "$out/cubecl_first_step.log"
+[ -e "$out/cubecl_first_step.log" ] && wc -l "$out/cubecl_first_step.log"
 part first_step_cached 120 "$bin/bench" backbone=tiny batch=32 steps=1 warmup=0 backend=cuda
 du -sh "$cache"
 part smoke 90 "$bin/bench" backbone=tiny batch=32 steps=3 warmup=2 backend=cuda

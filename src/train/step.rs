@@ -116,7 +116,6 @@ impl std::fmt::Display for NonFinite {
 /// What the training steps of one run share: a step counter, the guard that stops training
 /// at the first loss that is not finite, the gradient-norm limit and the loss scale of
 /// data-parallel replicas.
-#[derive(Default)]
 pub struct StepGuard {
     steps: AtomicUsize,
     per_epoch: usize,
@@ -135,6 +134,22 @@ impl std::fmt::Debug for StepGuard {
             .field("clip_grad_norm", &self.clip_grad_norm)
             .field("replicas", &self.replicas)
             .finish_non_exhaustive()
+    }
+}
+
+impl Default for StepGuard {
+    /// A guard of one replica with no clipping and no interrupter (the benchmark's step):
+    /// derived, it would count zero replicas and divide by them at the first step.
+    fn default() -> Self {
+        Self {
+            steps: AtomicUsize::new(0),
+            per_epoch: 1,
+            clip_grad_norm: 0.0,
+            replicas: 1,
+            failure: Mutex::new(None),
+            stopped: Mutex::new(None),
+            interrupter: None,
+        }
     }
 }
 
@@ -305,5 +320,17 @@ mod tests {
         assert!(guard.check([1.0, 1.0, 0.0], None));
         assert!(!guard.check([f32::INFINITY, f32::INFINITY, 0.0], None));
         assert_eq!(guard.failure().map(|f| f.step), Some(1));
+    }
+
+    #[test]
+    fn the_default_guard_counts_steps_of_one_replica() {
+        // The benchmark's guard: no positions, one replica, so call n is step n. A derived
+        // Default divided by zero replicas here.
+        let guard = StepGuard::default();
+        assert!(guard.check([1.0, 1.0, 0.0], None));
+        assert!(guard.check([1.0, 1.0, 0.0], None));
+        assert!(!guard.check([f32::NAN, f32::NAN, 0.0], None));
+        assert_eq!(guard.failure().map(|f| f.step), Some(3));
+        assert_eq!(guard.replicas(), 1);
     }
 }
