@@ -13,7 +13,8 @@
 //! below, so reading from the top never needs a later module:
 //!
 //! 0. [`util`]: files written whole, outputs never mixed with an earlier one,
-//!    [`ConfigError`](util::error::ConfigError) and the `named_enum!` names of the CLI's enums.
+//!    [`ConfigError`](util::error::ConfigError), the `named_enum!` names of the CLI's enums and
+//!    the [`Progress`](util::progress::Progress) sink that long loops report to.
 //!    [`backend`]: the backend choice and insightface's convolution as a backend extension with
 //!    its own gradient kernels ([`backend::conv`]).
 //! 1. [`data`]: synthetic faces, image folders, RecordIO, `.bin` pairs, the loader.
@@ -29,7 +30,7 @@
 //! 5. [`train`]: a training run with burn-train's Learner: its configuration, the step, metrics,
 //!    schedules, the run directory and multi-process training ([`train::cluster`]).
 //! 6. [`app`]: what the binaries share: the CLI, the `eval`/`embed` jobs, ablation grids, the
-//!    step benchmark and the `data` tool.
+//!    step benchmark, the `data` tool and their progress bars.
 //!
 //! The binaries in `src/bin` parse their arguments and call [`app`] or [`train`].
 #![recursion_limit = "256"]

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use crate::app::progress::RunBars;
 use crate::backend::BackendKind;
 use crate::data::synth::SynthConfig;
 use crate::evaluate::held_out::{RunReport, SynthEvalConfig};
@@ -25,7 +26,7 @@ use crate::objective::loss::{CriterionConfig, MarginSoftmaxConfig};
 use crate::train::config::{
     config_differences, paper_finetune_lr, read_config, reference_lr, TrainConfig,
 };
-use crate::train::run::{train, TrainRun};
+use crate::train::run::{train_reporting, TrainRun};
 use crate::train::schedule::ScheduleKind;
 use crate::util::error::ConfigError;
 use crate::util::fs::write_atomically;
@@ -473,7 +474,8 @@ pub fn mean_std(values: &[f64]) -> (f64, f64) {
 }
 
 /// Runs (or reads back) every run of `grid` under `runs_dir/<run id>/`, `jobs` at a time,
-/// printing one line per run. Ablations that share a `runs_dir` share their common runs (the
+/// printing one line per run, with a bar on stderr for each run in flight (none where stderr
+/// is not a terminal). Ablations that share a `runs_dir` share their common runs (the
 /// baseline, K = 32). The first failure stops new runs from starting and is returned.
 pub fn run_grid(
     grid: &Grid,
@@ -503,6 +505,8 @@ fn run_settings(
     let failed = AtomicBool::new(false);
     let slots: Vec<Mutex<Option<Result<RunResult, String>>>> =
         runs.iter().map(|_| Mutex::new(None)).collect();
+    // A bar per run in flight; its line goes to stdout when it ends, as before.
+    let bars = RunBars::stderr(what, runs.len());
     std::thread::scope(|scope| {
         for _ in 0..jobs.clamp(1, runs.len().max(1)) {
             scope.spawn(|| loop {
@@ -510,15 +514,18 @@ fn run_settings(
                 if i >= runs.len() || failed.load(Ordering::SeqCst) {
                     break;
                 }
-                let result = run_one(grid, &runs[i], runs_dir, backend, device);
+                let result = run_one(grid, &runs[i], runs_dir, backend, device, &bars);
                 match &result {
-                    Ok((_, line)) => println!("[{what} {}/{}] {line}", i + 1, runs.len()),
+                    Ok((_, line)) => {
+                        bars.finished(&format!("[{what} {}/{}] {line}", i + 1, runs.len()))
+                    }
                     Err(_) => failed.store(true, Ordering::SeqCst),
                 }
                 *slots[i].lock().expect("result slot") = Some(result.map(|(r, _)| r));
             });
         }
     });
+    bars.finish();
     let mut results = Vec::with_capacity(runs.len());
     for (slot, setting) in slots.into_iter().zip(runs) {
         match slot.into_inner().expect("result slot") {
@@ -559,13 +566,15 @@ fn last_label_share(dir: &Path) -> Option<f64> {
         .rfind(|v| v.is_finite())
 }
 
-/// One run of the grid, or its earlier result; with the line to print.
+/// One run of the grid, or its earlier result; with the line to print. A run that trains has
+/// a bar in `bars` while it does.
 fn run_one(
     grid: &Grid,
     setting: &RunSetting,
     runs_dir: &Path,
     backend: BackendKind,
     device: usize,
+    bars: &RunBars,
 ) -> Result<(RunResult, String), String> {
     let dir = runs_dir.join(setting.id());
     let config = run_config(grid, setting, runs_dir)?;
@@ -601,11 +610,15 @@ fn run_one(
     // A run killed part-way (its directory has a config but no result) continues from its
     // last checkpoint.
     let resume = dir.join("config.json").is_file();
-    let outcome = train(
+    let bar = bars.run(&setting.id());
+    let outcome = train_reporting(
         backend,
         device,
         TrainRun { config, out: dir.clone(), quiet: true, resume, node: None },
-    )?;
+        bar.clone(),
+    );
+    bars.end(&bar);
+    let outcome = outcome?;
     let result = RunResult {
         setting: setting.clone(),
         report: outcome.report,

@@ -8,6 +8,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Distribution;
 use serde::Serialize;
 
+use crate::app::progress::Bar;
 use crate::backend::conv::TrainBackend;
 use crate::backend::{BackendJob, Precision};
 use crate::data::dataset::FaceBatch;
@@ -17,6 +18,7 @@ use crate::objective::loss::{CriterionConfig, MarginSoftmaxConfig};
 use crate::train::config::sgd;
 use crate::train::learner::learner_step;
 use crate::train::step::TrainModel;
+use crate::util::progress::Progress;
 
 /// One benchmark configuration.
 #[derive(Debug, Clone)]
@@ -104,6 +106,12 @@ impl BackendJob for BenchCase {
         let classes =
             Tensor::<B, 1, Int>::from_data(TensorData::new(labels, [self.batch]), &device);
         let mut last = None;
+        // A bar of the steps, warm-up included; drawing it costs microseconds a step.
+        let bar = Bar::stderr();
+        bar.start(
+            &format!("{} K={} batch {}: steps", self.backbone, self.model.groups, self.batch),
+            (self.warmup + self.steps) as u64,
+        );
         let mut start = Instant::now();
         for step in 0..self.warmup + self.steps {
             if step == self.warmup {
@@ -113,8 +121,10 @@ impl BackendJob for BenchCase {
             let (next, output) = learner_step(model, &mut optimizer, batch, 0.01);
             model = next;
             last = Some(output.loss);
+            bar.advance(1);
         }
         let elapsed = start.elapsed().as_secs_f64();
+        bar.finish();
         // Read after the clock stops: the step itself reads its loss once, as in training.
         let last_loss = last.map_or(f32::NAN, |loss| loss.into_scalar().elem::<f32>());
         BenchResult {
@@ -200,6 +210,8 @@ impl BackendJob for Rank1Bench {
         search_seconds += t.elapsed().as_secs_f64();
         let block = 65_536;
         let mut added = 0;
+        let bar = Bar::stderr();
+        bar.start("rank-1: distractors", self.distractors as u64);
         while added < self.distractors {
             let n = block.min(self.distractors - added);
             let t = Instant::now();
@@ -212,7 +224,9 @@ impl BackendJob for Rank1Bench {
             sync()?;
             search_seconds += t.elapsed().as_secs_f64();
             added += n;
+            bar.advance(n as u64);
         }
+        bar.finish();
         let t = Instant::now();
         let result = search.result().map_err(|e| e.to_string())?;
         search_seconds += t.elapsed().as_secs_f64();
@@ -301,14 +315,23 @@ impl BackendJob for ForwardBench {
                 .map(|_| ())
                 .map_err(|e| format!("reading the embedding back: {e:?}"))
         };
+        let bar = Bar::stderr();
+        let what = format!(
+            "{} K={} batch {}: forward passes",
+            self.backbone, self.model.groups, self.batch
+        );
+        bar.start(&what, (self.warmup + self.steps) as u64);
         for _ in 0..self.warmup {
             pass()?;
+            bar.advance(1);
         }
         let t = Instant::now();
         for _ in 0..self.steps {
             pass()?;
+            bar.advance(1);
         }
         let seconds = t.elapsed().as_secs_f64();
+        bar.finish();
         let summary = crate::model::summary::ModelSummary::of(&self.model);
         Ok(ForwardResult {
             backbone: self.backbone,

@@ -6,11 +6,13 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::app::progress::Bar;
 use crate::data::error::{DataError, Result};
 use crate::data::folder::{load_rgb, ImageFolder};
-use crate::data::recordio::{pack_folder_with, PackStats, RecordReader};
+use crate::data::recordio::{pack_folder_with, pack_folder_with_progress, PackStats, RecordReader};
 use crate::data::synth::{SynthConfig, SynthFaces};
 use crate::data::verification_bin::VerificationSet;
+use crate::util::progress::Progress;
 
 /// What `data info` reports.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -37,8 +39,17 @@ fn count_size(sizes: &mut Vec<(u32, u32, usize)>, w: u32, h: u32) {
     }
 }
 
-/// Decodes every image of a folder, a `.rec` (with its `.idx`) or a `.bin` and counts them.
+/// Decodes every image of a folder, a `.rec` (with its `.idx`) or a `.bin` and counts them,
+/// with a bar on stderr.
 pub fn info(path: &Path) -> Result<SourceInfo> {
+    let bar = Bar::stderr();
+    let info = inspect(path, &bar);
+    bar.finish();
+    info
+}
+
+/// [`info`], each image decoded advancing `progress`.
+fn inspect(path: &Path, progress: &dyn Progress) -> Result<SourceInfo> {
     std::fs::metadata(path).map_err(|e| DataError::io(path, e))?;
     let name = path.display().to_string();
     let extension = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
@@ -46,6 +57,7 @@ pub fn info(path: &Path) -> Result<SourceInfo> {
     match extension.as_deref() {
         _ if path.is_dir() => {
             let folder = ImageFolder::open(path)?;
+            progress.start("decoding images", folder.len() as u64);
             for (file, _) in folder.items() {
                 let bytes = std::fs::read(file).map_err(|e| DataError::io(file, e))?;
                 let image = image::load_from_memory(&bytes).map_err(|e| DataError::Image {
@@ -54,6 +66,7 @@ pub fn info(path: &Path) -> Result<SourceInfo> {
                     source: e,
                 })?;
                 count_size(&mut sizes, image.width(), image.height());
+                progress.advance(1);
             }
             Ok(SourceInfo {
                 format: "folder",
@@ -67,10 +80,12 @@ pub fn info(path: &Path) -> Result<SourceInfo> {
         Some("rec") => {
             let reader = RecordReader::open(path)?;
             let mut labels = std::collections::BTreeSet::new();
+            progress.start("decoding images", reader.len() as u64);
             for i in 0..reader.len() {
                 let (image, label) = reader.get_image(i, None)?;
                 count_size(&mut sizes, image.width(), image.height());
                 labels.insert(label);
+                progress.advance(1);
             }
             Ok(SourceInfo {
                 format: "rec",
@@ -83,9 +98,11 @@ pub fn info(path: &Path) -> Result<SourceInfo> {
         }
         Some("bin") => {
             let set = VerificationSet::read(path)?;
+            progress.start("decoding images", set.images.len() as u64);
             for i in 0..set.images.len() {
                 let image = set.decode(i, None)?;
                 count_size(&mut sizes, image.width(), image.height());
+                progress.advance(1);
             }
             Ok(SourceInfo {
                 format: "bin",
@@ -111,10 +128,13 @@ pub fn synth(config: SynthConfig, out: &Path) -> Result<usize> {
 }
 
 /// [`synth`] as `data synth` runs it: an `out` that holds anything is refused, naming it,
-/// unless `overwrite` ([`SynthFaces::write_folder`]).
+/// unless `overwrite` ([`SynthFaces::write_folder`]). A bar on stderr counts the images.
 pub fn synth_with(config: SynthConfig, out: &Path, overwrite: bool) -> Result<usize> {
     let faces = SynthFaces::new(config)?;
-    faces.write_folder(out, overwrite)?;
+    let bar = Bar::stderr();
+    let written = faces.write_folder_with_progress(out, overwrite, &bar);
+    bar.finish();
+    written?;
     Ok(faces.len())
 }
 
@@ -125,9 +145,12 @@ pub fn pack(src: &Path, out: &Path) -> Result<PackStats> {
 }
 
 /// [`pack`] as `data pack` runs it: an existing `.rec` or `.idx` is refused, naming it, unless
-/// `overwrite` ([`pack_folder_with`]).
+/// `overwrite` ([`pack_folder_with`]). A bar on stderr counts the images.
 pub fn pack_with(src: &Path, out: &Path, overwrite: bool) -> Result<PackStats> {
-    pack_folder_with(src, out, overwrite)
+    let bar = Bar::stderr();
+    let stats = pack_folder_with_progress(src, out, overwrite, &bar);
+    bar.finish();
+    stats
 }
 
 /// One figure of the decoding benchmark.
@@ -217,6 +240,29 @@ mod tests {
         // 2 identities x 2 images, none of the earlier third identity.
         let folder = ImageFolder::open(&out).unwrap();
         assert_eq!((folder.num_classes(), folder.len()), (2, 4));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// `data synth`, `pack` and `info` count every image of their loops.
+    #[test]
+    fn synth_pack_and_info_report_each_image() {
+        use crate::util::progress::Recorded;
+        let dir = temp_dir("data-progress");
+        let out = dir.join("faces");
+        let sink = Recorded::default();
+        SynthFaces::new(faces(3)).unwrap().write_folder_with_progress(&out, false, &sink).unwrap();
+        assert_eq!(sink.stages(), [("writing synthetic faces".to_string(), 6, 6)]);
+        let sink = Recorded::default();
+        let rec = dir.join("faces.rec");
+        let stats = pack_folder_with_progress(&out, &rec, false, &sink).unwrap();
+        assert_eq!(stats.images, 6);
+        assert_eq!(sink.stages(), [("packing images".to_string(), 6, 6)]);
+        for path in [&out, &rec] {
+            let sink = Recorded::default();
+            let info = inspect(path, &sink).unwrap();
+            assert_eq!((info.images, info.identities), (6, 3));
+            assert_eq!(sink.stages(), [("decoding images".to_string(), 6, 6)]);
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 

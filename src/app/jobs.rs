@@ -3,16 +3,18 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use crate::app::progress::Bar;
 use crate::backend::conv::{ConvBackend, TrainBackend};
-use crate::evaluate::embed::{embed_images, Embeddings};
+use crate::evaluate::embed::{embed_images, EmbedOptions, Embeddings};
 use crate::evaluate::held_out::{evaluate_held_out, RunReport};
 use crate::evaluate::ijb::{evaluate_ijb, IjbJob};
-use crate::evaluate::pairs::{all_pairs_report, pairs_report};
+use crate::evaluate::pairs::{all_pairs_report_with_progress, pairs_report_with_progress};
 use crate::evaluate::similarity::GroupAwareParams;
 use crate::model::GroupMode;
 use crate::protocol::report::Report;
 use crate::protocol::verification;
 use crate::train::run_dir::load_model;
+use crate::util::progress::Progress;
 
 /// What `eval model=RUN_DIR` evaluates on.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,6 +76,10 @@ pub struct EmbedJob {
     pub batch: usize,
     /// Hard inference of a soft-trained model.
     pub mode: Option<GroupMode>,
+    /// `true`: v̄(x) + v̄(flip x), the embedding insightface's evaluation scores (and every
+    /// `eval` protocol here); `false`: v̄(x) alone, as arcface_torch's inference gives it, in
+    /// half the forward passes. Recorded in `embedding.json`.
+    pub flip: bool,
 }
 
 /// What [`EmbedJob`] wrote.
@@ -91,13 +97,19 @@ impl crate::backend::BackendJob for EmbedJob {
     type Output = Result<EmbedSummary, String>;
 
     /// Writes into `out`:
-    /// - `embeddings.npy`: float32 `[N, D]`, v̄(x) + v̄(flip x), not normalised: the embedding
-    ///   insightface's verification protocol scores (normalise rows for cosine similarity);
-    /// - `features.npy`: float32 `[N, F]`, v̂, the mean over both views (GroupFace only; for
-    ///   group-aware similarity);
-    /// - `probs.npy`: float32 `[N, K]`, p(G|x), the mean over both views (GroupFace only);
+    /// - `embeddings.npy`: float32 `[N, D]`, v̄(x) + v̄(flip x) with `flip` (v̄(x) without),
+    ///   not normalised: with the flip, the embedding insightface's verification protocol
+    ///   scores (normalise rows for cosine similarity);
+    /// - `features.npy`: float32 `[N, F]`, v̂, the mean over both views with `flip` (GroupFace
+    ///   only; for group-aware similarity);
+    /// - `probs.npy`: float32 `[N, K]`, p(G|x), the mean over both views with `flip`
+    ///   (GroupFace only);
     /// - `labels.txt`: the identity index of each row, so `eval embeddings= labels=` works;
-    /// - `paths.txt`: the image path and identity folder of each row, tab-separated.
+    /// - `paths.txt`: the image path and identity folder of each row, tab-separated;
+    /// - `embedding.json`: how the rows were computed: `flip`, `mode` (the inference override,
+    ///   `null` for the trained one), `side`, the `model` and the `images` and `width`.
+    ///
+    /// A bar on stderr counts the images embedded.
     fn run<B: TrainBackend>(self, device: B::Device) -> Self::Output {
         use crate::protocol::{npy, Matrix};
         let (_, architecture, model) =
@@ -105,14 +117,16 @@ impl crate::backend::BackendJob for EmbedJob {
         let side = architecture.backbone.input_side;
         let folder =
             crate::data::folder::ImageFolder::open(&self.folder).map_err(|e| e.to_string())?;
-        let all = embed_images(
-            &model,
-            folder_images(&folder, side),
-            side,
-            self.batch,
-            self.mode,
-            &device,
-        )?;
+        let options = EmbedOptions {
+            mode: self.mode,
+            flip: self.flip,
+            ..EmbedOptions::new(side, self.batch)
+        };
+        let bar = Bar::stderr();
+        bar.start("embedding images", folder.len() as u64);
+        let all = embed_images(&model, folder_images(&folder, side), &options, &device, &bar);
+        bar.finish();
+        let all = all?;
         let mut labels = String::new();
         let mut paths = String::new();
         for (path, label) in folder.items() {
@@ -136,7 +150,18 @@ impl crate::backend::BackendJob for EmbedJob {
         if let Some(probs) = &all.probs {
             write("probs.npy", probs)?;
         }
-        for (name, text) in [("labels.txt", &labels), ("paths.txt", &paths)] {
+        let how = serde_json::json!({
+            "flip": self.flip,
+            "mode": self.mode.map(|m| m.to_string()),
+            "side": side,
+            "model": self.run.display().to_string(),
+            "images": all.embedding.rows,
+            "width": all.embedding.cols,
+        });
+        let how = serde_json::to_string_pretty(&how).map_err(|e| e.to_string())? + "\n";
+        for (name, text) in
+            [("labels.txt", &labels), ("paths.txt", &paths), ("embedding.json", &how)]
+        {
             let path = self.out.join(name);
             crate::util::fs::write_atomically(&path, text.as_bytes())?;
             files.push(path);
@@ -168,10 +193,20 @@ impl PairSet {
         group_aware: Option<GroupAwareParams>,
         folds: usize,
         settings: BTreeMap<String, String>,
+        progress: &dyn Progress,
     ) -> Result<Report, String> {
         match self {
-            Self::Listed(list) => pairs_report(embeddings, list, group_aware, folds, settings),
-            Self::All(labels) => all_pairs_report(embeddings, labels, group_aware, folds, settings),
+            Self::Listed(list) => {
+                pairs_report_with_progress(embeddings, list, group_aware, folds, settings, progress)
+            }
+            Self::All(labels) => all_pairs_report_with_progress(
+                embeddings,
+                labels,
+                group_aware,
+                folds,
+                settings,
+                progress,
+            ),
         }
     }
 }
@@ -179,10 +214,15 @@ impl PairSet {
 impl crate::backend::BackendJob for EvalJob {
     type Output = Result<RunReport, String>;
 
+    /// A bar on stderr counts the images embedded, then the pairs (or, for IJB, the templates
+    /// and their pairs) scored.
     fn run<B: TrainBackend>(self, device: B::Device) -> Self::Output {
         let model = self.run.display().to_string();
+        let bar = Bar::stderr();
         // Inference runs on the inner backend so BatchNorm uses its running statistics.
-        let mut report = self.report::<B::InnerBackend>(device)?;
+        let report = self.report::<B::InnerBackend>(device, &bar);
+        bar.finish();
+        let mut report = report?;
         // The report says which model it measured (its title names it too).
         for r in std::iter::once(&mut report.plain).chain(report.group_aware.as_mut()) {
             r.settings.insert("model".into(), model.clone());
@@ -192,10 +232,15 @@ impl crate::backend::BackendJob for EvalJob {
 }
 
 impl EvalJob {
-    fn report<B: ConvBackend>(self, device: B::Device) -> Result<RunReport, String> {
+    fn report<B: ConvBackend>(
+        self,
+        device: B::Device,
+        progress: &dyn Progress,
+    ) -> Result<RunReport, String> {
         let (config, architecture, model) =
             load_model::<B>(&self.run, self.checkpoint.as_ref(), &device)?;
         let side = architecture.backbone.input_side;
+        let options = EmbedOptions { mode: self.mode, ..EmbedOptions::new(side, self.batch) };
         let (embeddings, pairs, source) = match &self.data {
             EvalData::Synthetic => {
                 let Some(config) = &config else {
@@ -226,14 +271,9 @@ impl EvalJob {
             EvalData::Folder { root, pairs } => {
                 let folder =
                     crate::data::folder::ImageFolder::open(root).map_err(|e| e.to_string())?;
-                let embeddings = embed_images(
-                    &model,
-                    folder_images(&folder, side),
-                    side,
-                    self.batch,
-                    self.mode,
-                    &device,
-                )?;
+                progress.start("embedding images", folder.len() as u64);
+                let images = folder_images(&folder, side);
+                let embeddings = embed_images(&model, images, &options, &device, progress)?;
                 let set = match pairs {
                     Some(file) => PairSet::Listed(
                         crate::protocol::pairs::read_pairs(file, folder.len())
@@ -246,7 +286,7 @@ impl EvalJob {
             EvalData::Ijb { root, which } => {
                 let job =
                     IjbJob { root, which: *which, side, batch: self.batch, folds: self.folds };
-                return evaluate_ijb(&model, &job, self.mode, &device);
+                return evaluate_ijb(&model, &job, self.mode, &device, progress);
             }
             EvalData::Bin(path) => {
                 let set = crate::data::verification_bin::VerificationSet::read(path)
@@ -254,8 +294,8 @@ impl EvalJob {
                 // The pickle is read whole, but decoded images are several times its size.
                 let images = (0..2 * set.len())
                     .map(|i| set.decode(i, Some(side as u32)).map(|im| im.into_raw()));
-                let embeddings =
-                    embed_images(&model, images, side, self.batch, self.mode, &device)?;
+                progress.start("embedding images", 2 * set.len() as u64);
+                let embeddings = embed_images(&model, images, &options, &device, progress)?;
                 let list = (0..set.len())
                     .map(|i| (2 * i, 2 * i + 1, set.pair(i).map(|p| p.2).unwrap_or(false)))
                     .collect();
@@ -266,12 +306,12 @@ impl EvalJob {
         settings.insert("protocol".into(), "listed pairs".into());
         settings.insert("data".into(), source);
         settings.insert("similarity".into(), "plain".into());
-        let plain = pairs.report(&embeddings, None, self.folds, settings.clone())?;
+        let plain = pairs.report(&embeddings, None, self.folds, settings.clone(), progress)?;
         let group_aware = match embeddings.feature {
             Some(_) => {
                 settings.insert("similarity".into(), "group-aware".into());
                 let params = Some(GroupAwareParams::default());
-                Some(pairs.report(&embeddings, params, self.folds, settings)?)
+                Some(pairs.report(&embeddings, params, self.folds, settings, progress)?)
             }
             None => None,
         };
@@ -294,6 +334,7 @@ mod tests {
     use crate::data::synth::{SynthConfig, SynthFaces};
     use crate::data::verification_bin::VerificationSet;
     use crate::model::GroupFaceConfig;
+    use crate::util::progress::{NoProgress, Recorded};
     use crate::util::test_util::temp_dir;
 
     type B = burn::backend::NdArray<f32>;
@@ -338,8 +379,20 @@ mod tests {
             pictures: None,
             folds: 3,
         };
-        let run = |data: EvalData| job(data).report::<B>(Default::default());
-        let from_bin = run(EvalData::Bin(bin.clone())).unwrap();
+        let run = |data: EvalData| job(data).report::<B>(Default::default(), &NoProgress);
+        let sink = Recorded::default();
+        let from_bin =
+            job(EvalData::Bin(bin.clone())).report::<B>(Default::default(), &sink).unwrap();
+        // Six images embedded; three listed pairs scored twice (protocol and ROC) per similarity.
+        let stage = |what: &str, n| (what.to_string(), n, n);
+        assert_eq!(
+            sink.stages(),
+            [
+                stage("embedding images", 6),
+                stage("scoring pairs (plain)", 6),
+                stage("scoring pairs (group-aware)", 6)
+            ]
+        );
         let from_folder =
             run(EvalData::Folder { root: folder.clone(), pairs: Some(pairs.clone()) }).unwrap();
         assert_eq!(from_bin.plain.verification, from_folder.plain.verification);
@@ -356,6 +409,81 @@ mod tests {
         std::fs::write(folder.join("c/1.png"), b"not an image").unwrap();
         let err = run(EvalData::Folder { root: folder, pairs: None }).unwrap_err();
         assert!(err.contains("1.png"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// `embed flip=false` writes the model's output for each image alone, to the bit;
+    /// `flip=true` the sum of the image's and its mirror's; `embedding.json` says which.
+    #[test]
+    fn embed_writes_the_plain_forward_pass_without_the_flip() {
+        use crate::backend::BackendJob;
+        use crate::data::dataset::to_chw;
+        use crate::protocol::npy::read_matrix;
+        use burn::prelude::*;
+        let dir = temp_dir("jobs-embed");
+        let architecture = GroupFaceConfig::tiny(4);
+        let checkpoint = dir.join("model.safetensors");
+        let initial = architecture.init::<B>(&Default::default());
+        crate::model::interop::export_safetensors(&initial, &architecture, &checkpoint).unwrap();
+        let faces = SynthFaces::new(SynthConfig { side: 32, ..Default::default() }).unwrap();
+        let folder = dir.join("faces");
+        for (id, name) in ["a", "b", "c"].iter().enumerate() {
+            std::fs::create_dir_all(folder.join(name)).unwrap();
+            for k in 0..2 {
+                std::fs::write(folder.join(format!("{name}/{k}.png")), png(&faces.image(id, k)))
+                    .unwrap();
+            }
+        }
+        let embed = |flip: bool| {
+            let out = dir.join(format!("flip-{flip}"));
+            let job = EmbedJob {
+                run: checkpoint.clone(),
+                checkpoint: Some(architecture.clone()),
+                folder: folder.clone(),
+                out: out.clone(),
+                batch: 4,
+                mode: None,
+                flip,
+            };
+            let summary = job.run::<burn::backend::Autodiff<B>>(Default::default()).unwrap();
+            assert!(summary.files.contains(&out.join("embedding.json")));
+            let how: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(out.join("embedding.json")).unwrap())
+                    .unwrap();
+            assert_eq!(how["flip"], flip);
+            assert_eq!((how["images"].as_u64(), how["side"].as_u64()), (Some(6), Some(32)));
+            read_matrix(out.join("embeddings.npy")).unwrap()
+        };
+        let (plain, flipped) = (embed(false), embed(true));
+        // The forward passes the job makes: batches of 4 and 2 images, decoded as it decodes.
+        let device = Default::default();
+        let (_, _, model) = load_model::<B>(&checkpoint, Some(&architecture), &device).unwrap();
+        let images = crate::data::folder::ImageFolder::open(&folder).unwrap();
+        let forward = |range: std::ops::Range<usize>, mirror: bool| -> Vec<f32> {
+            let mut pixels = Vec::new();
+            for i in range.clone() {
+                to_chw(images.load(i, 32).unwrap().0.as_raw(), 32, mirror, &mut pixels);
+            }
+            let input = TensorData::new(pixels, [range.len(), 3, 32, 32]);
+            let output = model.forward(Tensor::<B, 4>::from_data(input, &device));
+            output.embedding.into_data().to_vec().unwrap()
+        };
+        let expected: Vec<f32> = [0..4, 4..6].into_iter().flat_map(|r| forward(r, false)).collect();
+        assert_eq!((plain.rows, plain.cols), (6, architecture.output_width()));
+        assert_eq!(plain.data, expected);
+        // The flip-sum takes both views in one pass of 2n images, whose sums may round apart
+        // from two passes of n in the last bit.
+        let mirrored: Vec<f32> = [0..4, 4..6].into_iter().flat_map(|r| forward(r, true)).collect();
+        for (i, (&got, (&a, &b))) in
+            flipped.data.iter().zip(expected.iter().zip(&mirrored)).enumerate()
+        {
+            assert!(
+                (got - (a + b)).abs() <= 1e-5 * (a + b).abs().max(1.0),
+                "value {i}: {got} vs {}",
+                a + b
+            );
+        }
+        assert!(plain.data.iter().zip(&flipped.data).any(|(p, f)| (p - f).abs() > 1e-3));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -206,7 +206,7 @@ fn jobs(args: &cli::Args, backend: BackendKind) -> Result<usize, CliError> {
 }
 
 fn run() -> Result<(), CliError> {
-    let args = spec().parse(std::env::args().skip(1))?;
+    let args = spec().parse_env()?;
     let grid = grid_from_args(&args)?;
     // Every setting must build before anything trains.
     let runs = grid.runs();
@@ -230,7 +230,7 @@ fn run() -> Result<(), CliError> {
     let backend = cli::backend(&args)?;
     let device: usize = args.get("device")?;
     let command = std::iter::once("cargo run --release --bin ablation --".to_string())
-        .chain(std::env::args().skip(1))
+        .chain(std::env::args_os().skip(1).map(|w| w.to_string_lossy().into_owned()))
         .collect::<Vec<_>>()
         .join(" ");
     let jobs = jobs(&args, backend)?;

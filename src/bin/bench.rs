@@ -140,7 +140,7 @@ fn models(args: &cli::Args) -> Result<Vec<(String, GroupFaceConfig)>, CliError> 
 }
 
 fn run() -> Result<(), CliError> {
-    let args = spec().parse(std::env::args().skip(1))?;
+    let args = spec().parse_env()?;
     let backend = cli::backend(&args)?;
     let task: String = args.get("task")?;
     match task.as_str() {

@@ -11,11 +11,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use groupface::app::cli::{self, CliError, Key, Spec};
+use groupface::app::cli::{self, CliError, Commands, Key, Spec};
 use groupface::app::data_tool;
 use groupface::data::synth::{SynthConfig, SynthFaces};
 
-const COMMANDS: &str = "synth|sheet|fake-ijb|pack|info|bench";
+const COMMANDS: [&str; 6] = ["synth", "sheet", "fake-ijb", "pack", "info", "bench"];
 
 /// The synthetic generator's keys besides the counts, shared by `synth` and `sheet`.
 fn generator_keys() -> Vec<Key> {
@@ -65,6 +65,15 @@ fn synth_config(
         difficulty: args.get("difficulty")?,
         lookalike_fraction: args.get("lookalike_fraction")?,
     })
+}
+
+/// Every subcommand, in the order `data --help` lists them.
+fn commands() -> Commands {
+    Commands {
+        program: "data",
+        about: "write, pack, inspect and time face data sets",
+        commands: COMMANDS.into_iter().map(|c| spec(c).expect("a listed command")).collect(),
+    }
 }
 
 fn spec(command: &str) -> Option<Spec> {
@@ -257,31 +266,19 @@ fn bench(args: &cli::Args) -> Result<(), CliError> {
 
 /// Reads the subcommand and its keys and runs it. Usage errors exit 2; a failure of the work
 /// itself ([`CliError::Run`], see [`failed`]) exits 1.
-fn run(words: Vec<String>) -> Result<(), CliError> {
-    let Some(command) = words.first() else {
-        return Err(CliError::Usage(format!(
-            "usage: data {COMMANDS} [key=value ...] (data COMMAND --help for keys)"
-        )));
-    };
-    if command == "--help" || command == "-h" {
-        println!("data: {COMMANDS}; `data COMMAND --help` lists the keys of each");
-        return Ok(());
-    }
-    let spec = spec(command).ok_or_else(|| {
-        CliError::Usage(format!("unknown command `{command}`; expected one of {COMMANDS}"))
-    })?;
-    let args = spec.parse(&words[1..])?;
-    match command.as_str() {
+fn run() -> Result<(), CliError> {
+    let (command, args) = commands().parse_env()?;
+    match command {
         "synth" => synth(&args),
         "sheet" => sheet(&args),
         "fake-ijb" => fake_ijb(&args),
         "pack" => pack(&args),
         "info" => info(&args),
         "bench" => bench(&args),
-        _ => unreachable!("spec() accepted only known commands"),
+        _ => unreachable!("commands() lists only these"),
     }
 }
 
 fn main() -> ExitCode {
-    cli::finish(run(std::env::args().skip(1).collect()))
+    cli::finish(run())
 }

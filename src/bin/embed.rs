@@ -26,11 +26,18 @@ fn spec() -> Spec {
             "out",
             Some("embeddings"),
             "a folder",
-            "embeddings.npy, features.npy, probs.npy, labels.txt, paths.txt",
+            "embeddings.npy, features.npy, probs.npy, labels.txt, paths.txt, embedding.json",
         ),
         cli::overwrite_key(
             "replace an out= that holds files (the old one is removed once the new one is \
              complete)",
+        ),
+        key(
+            "flip",
+            Some("true"),
+            "true|false",
+            "true: v̄(x) + v̄(flip x), what insightface's evaluation scores; false: v̄(x) alone, \
+             what arcface_torch's inference gives (recorded in embedding.json)",
         ),
         key("batch", Some("64"), "integer > 0", "images per forward pass"),
         key("backend", None, "ndarray|flex|wgpu|cuda (compiled ones)", DEFAULT_BACKEND_HELP),
@@ -46,14 +53,15 @@ fn spec() -> Spec {
     }
     Spec {
         program: "embed",
-        about: "v̄ (flip-sum), v̂ and p(G|x) of every image of a folder, as .npy files",
+        about: "v̄ (flip-summed unless flip=false), v̂ and p(G|x) of every image of a folder, as \
+                .npy files",
         keys,
         flags: vec![],
     }
 }
 
 fn run() -> Result<(), CliError> {
-    let args = spec().parse(std::env::args().skip(1))?;
+    let args = spec().parse_env()?;
     let (run, checkpoint): (PathBuf, _) = match (args.get_opt("model")?, args.get_opt("init")?) {
         (Some(run), None) => (run, None),
         (None, Some(file)) => (file, Some(cli::model_config(&args)?)),
@@ -80,6 +88,7 @@ fn run() -> Result<(), CliError> {
         // `mode` is also an architecture key (default soft); given, it overrides the ensemble
         // at inference, as in `eval`.
         mode: if args.given("mode") { Some(args.get("mode")?) } else { None },
+        flip: args.bool("flip", true)?,
     };
     let summary = groupface::backend::run(backend, args.get("device")?, job)
         .and_then(|r| r)

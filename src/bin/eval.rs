@@ -171,7 +171,7 @@ fn from_model(args: &groupface::app::cli::Args) -> Result<RunReport, CliError> {
 }
 
 fn run() -> Result<(), CliError> {
-    let args = spec().parse(std::env::args().skip(1))?;
+    let args = spec().parse_env()?;
     let report = if args.given("embeddings") {
         from_embeddings(&args)?
     } else if args.given("model") || args.given("init") {

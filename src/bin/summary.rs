@@ -24,7 +24,7 @@ fn spec() -> Spec {
 }
 
 fn run() -> Result<(), CliError> {
-    let args = spec().parse(std::env::args().skip(1))?;
+    let args = spec().parse_env()?;
     let config = cli::model_config(&args)?;
     let format: String = args.get("format")?;
     let summary = ModelSummary::of(&config);

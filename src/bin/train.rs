@@ -283,7 +283,7 @@ fn node_launch(args: &cli::Args, config: &TrainConfig) -> Result<Option<NodeLaun
 /// usage error, found before anything ran.
 fn run() -> Result<(), CliError> {
     let spec = spec();
-    let args = spec.parse(std::env::args().skip(1))?;
+    let args = spec.parse_env()?;
     let resume = args.bool("resume", false)?;
     let overwrite = args.bool("overwrite", false)?;
     if overwrite && resume {

@@ -31,6 +31,7 @@ use image::RgbImage;
 use super::error::{DataError, Result};
 use super::folder::{decode_rgb, image_error, ImageFolder};
 use crate::util::fs::Staged;
+use crate::util::progress::{NoProgress, Progress};
 
 /// RecordIO magic number.
 pub const MAGIC: u32 = 0xced7_230a;
@@ -731,10 +732,21 @@ pub fn pack_folder_with(
     out_rec: impl AsRef<Path>,
     overwrite: bool,
 ) -> Result<PackStats> {
+    pack_folder_with_progress(src_dir, out_rec, overwrite, &NoProgress)
+}
+
+/// [`pack_folder_with`], each image packed advancing `progress`.
+pub fn pack_folder_with_progress(
+    src_dir: impl AsRef<Path>,
+    out_rec: impl AsRef<Path>,
+    overwrite: bool,
+    progress: &dyn Progress,
+) -> Result<PackStats> {
     // Refused before the folder is scanned, which can take long.
     let mut w = RecordWriter::create_with(out_rec, overwrite)?;
     let folder = ImageFolder::open(src_dir)?;
     let n = folder.len();
+    progress.start("packing images", n as u64);
     let classes = folder.num_classes();
     let mut stats = PackStats::default();
     let a = n + 1;
@@ -768,6 +780,7 @@ pub fn pack_folder_with(
             r.0 = r.0.min(key);
             r.1 = r.1.max(key + 1);
         }
+        progress.advance(1);
     }
     for (c, (start, end)) in ranges.iter().enumerate() {
         let key = a + c;

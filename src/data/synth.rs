@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use super::error::{DataError, Result};
 use super::rng::{hash3, mix64, SplitMix64};
 use crate::util::fs::Staged;
+use crate::util::progress::{NoProgress, Progress};
 
 /// Number of hidden discrete attributes per identity.
 pub const NUM_ATTRIBUTES: usize = 6;
@@ -1425,14 +1426,25 @@ impl SynthFaces {
     /// sit beside the new ones. With `overwrite` the old folder is removed once the new one is
     /// in place.
     pub fn write_folder(&self, out: &Path, overwrite: bool) -> Result<()> {
+        self.write_folder_with_progress(out, overwrite, &NoProgress)
+    }
+
+    /// [`Self::write_folder`], each image written advancing `progress`.
+    pub fn write_folder_with_progress(
+        &self,
+        out: &Path,
+        overwrite: bool,
+        progress: &dyn Progress,
+    ) -> Result<()> {
         let staged = Staged::folder(out, overwrite)?;
-        self.write_images(staged.path(0))?;
+        progress.start("writing synthetic faces", self.len() as u64);
+        self.write_images(staged.path(0), progress)?;
         staged.commit().map_err(DataError::from)
     }
 
     /// The images and `attributes.csv` of [`Self::write_folder`], into the existing folder
     /// `out`.
-    fn write_images(&self, out: &Path) -> Result<()> {
+    fn write_images(&self, out: &Path, progress: &dyn Progress) -> Result<()> {
         let csv_path = out.join("attributes.csv");
         let mut csv = String::from("identity");
         for name in ATTRIBUTE_NAMES {
@@ -1452,6 +1464,7 @@ impl SynthFaces {
                         record: None,
                         source,
                     })?;
+                progress.advance(1);
             }
             csv.push_str(&identity.to_string());
             for v in self.attributes(identity) {

@@ -2,7 +2,8 @@
 //!
 //! insightface scores a face by `f(img) + f(flip(img))`; v̂ and p(G|x) have no such convention,
 //! so they are averaged over the two views (a mean keeps them on the scale the model was
-//! trained at, which the group-aware penalty depends on).
+//! trained at, which the group-aware penalty depends on). Without the flip
+//! ([`EmbedOptions::flip`]) each is the image's own, as arcface_torch's inference gives it.
 
 use burn::prelude::*;
 
@@ -10,6 +11,7 @@ use crate::backend::conv::ConvBackend;
 use crate::data::dataset::to_chw;
 use crate::model::{GroupFace, GroupMode};
 use crate::protocol::Matrix;
+use crate::util::progress::{NoProgress, Progress};
 
 /// Appending a model's output to a host [`Matrix`]: here rather than on the type because
 /// [`crate::protocol`] does not depend on Burn. A (private) trait so the embedding loop reads
@@ -34,11 +36,34 @@ pub(crate) fn to_tensor<B: Backend>(m: &Matrix, device: &B::Device) -> Tensor<B,
     Tensor::from_data(TensorData::new(m.data.clone(), [m.rows, m.cols]), device)
 }
 
+/// How [`embed_stream`] embeds images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EmbedOptions {
+    /// Side of the square RGB images, `side · side · 3` bytes each.
+    pub side: usize,
+    /// Images per forward pass, also how many are decoded at a time (0 counts as 1).
+    pub batch: usize,
+    /// Overrides the model's ensemble at inference (hard inference of a soft-trained model);
+    /// `None` keeps the trained mode.
+    pub mode: Option<GroupMode>,
+    /// `f(img) + f(flip(img))`, v̂ and p(G|x) the mean of both views, as insightface's
+    /// evaluation scores a face (every protocol here); `false`: the image's own, in half the
+    /// forward passes, as arcface_torch's inference embeds it.
+    pub flip: bool,
+}
+
+impl EmbedOptions {
+    /// Flip-summed embeddings of `side`-pixel images, `batch` at a time, in the trained mode.
+    pub fn new(side: usize, batch: usize) -> Self {
+        Self { side, batch, mode: None, flip: true }
+    }
+}
+
 /// What a model says about a set of images, row `i` for image `i`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Embeddings {
-    /// v̄ of the image plus v̄ of its mirror image, not normalised: `[N, D]` (`[N, 2D]` with
-    /// concat).
+    /// v̄ of the image plus v̄ of its mirror image (v̄ of the image alone without
+    /// [`EmbedOptions::flip`]), not normalised: `[N, D]` (`[N, 2D]` with concat).
     pub embedding: Matrix,
     /// v̂ (the GDN's intermediate feature), mean of the two views: `[N, F]`; absent for the
     /// baseline.
@@ -102,7 +127,7 @@ impl Embeddings {
 }
 
 /// Embeds square RGB images (`side · side · 3` bytes each) already in memory, in batches of
-/// `batch`: [`embed_images`] over a source that cannot fail.
+/// `batch`, flip-summed: [`embed_images`] over a source that cannot fail.
 ///
 /// `mode` overrides the model's ensemble at inference (hard inference of a soft-trained
 /// model); `None` keeps the trained mode.
@@ -115,23 +140,23 @@ pub fn embed_pixels<'a, B: ConvBackend>(
     device: &B::Device,
 ) -> Embeddings {
     let images = images.into_iter().map(Ok::<_, std::convert::Infallible>);
+    let options = EmbedOptions { mode, ..EmbedOptions::new(side, batch) };
     // Only the source or the sink can fail, and neither does here.
-    embed_images(model, images, side, batch, mode, device).expect("an infallible source")
+    embed_images(model, images, &options, device, &NoProgress).expect("an infallible source")
 }
 
-/// Embeds the square RGB images (`side · side · 3` bytes each) of a fallible source, in
-/// batches of `batch` (at least 1), and collects the rows: [`embed_stream`] appending every
-/// batch. Decoded images are held a batch at a time; the result grows with the source.
+/// Embeds the images of a fallible source as `options` says and collects the rows:
+/// [`embed_stream`] appending every batch, and advancing `progress` by its images once they
+/// are embedded. Decoded images are held a batch at a time; the result grows with the source.
 ///
 /// The first image the source fails on ends the run with its error (which names the file or
-/// record); `mode` is as in [`embed_pixels`].
+/// record).
 pub fn embed_images<B, P, E>(
     model: &GroupFace<B>,
     images: impl IntoIterator<Item = Result<P, E>>,
-    side: usize,
-    batch: usize,
-    mode: Option<GroupMode>,
+    options: &EmbedOptions,
     device: &B::Device,
+    progress: &dyn Progress,
 ) -> Result<Embeddings, String>
 where
     B: ConvBackend,
@@ -139,26 +164,26 @@ where
     E: std::fmt::Display,
 {
     let mut all = Embeddings::none(model.groups() > 0);
-    embed_stream(model, images, side, batch, mode, device, |part| {
+    embed_stream(model, images, options, device, |part| {
+        progress.advance(part.rows() as u64);
         all.append(part);
         Ok(())
     })?;
     Ok(all)
 }
 
-/// The one embedding loop: pulls at most `batch` (at least 1) images from a fallible source,
-/// embeds them in one forward pass over both views, hands their rows to `sink`, and pulls the
-/// next ones, so decoded images are bounded by the batch rather than by the source. Every
-/// batch but the last holds `batch` images, so the same images always share a forward pass.
+/// The one embedding loop: pulls at most `options.batch` (at least 1) images from a fallible
+/// source, embeds them in one forward pass (over both views with `options.flip`), hands their
+/// rows to `sink`, and pulls the next ones, so decoded images are bounded by the batch rather
+/// than by the source. Every batch but the last holds `batch` images, so the same images
+/// always share a forward pass.
 ///
 /// Stops at the first error of the source (which names the file or record at fault) or of
-/// `sink`; `mode` is as in [`embed_pixels`].
+/// `sink`.
 pub fn embed_stream<B, P, E>(
     model: &GroupFace<B>,
     images: impl IntoIterator<Item = Result<P, E>>,
-    side: usize,
-    batch: usize,
-    mode: Option<GroupMode>,
+    options: &EmbedOptions,
     device: &B::Device,
     mut sink: impl FnMut(Embeddings) -> Result<(), String>,
 ) -> Result<(), String>
@@ -167,33 +192,39 @@ where
     P: AsRef<[u8]>,
     E: std::fmt::Display,
 {
+    let &EmbedOptions { side, batch, mode, flip } = options;
     // batch=0 used to mean one batch of everything on some paths: unbounded memory.
     let batch = batch.max(1);
     let grouped = model.groups() > 0;
+    let views: &[bool] = if flip { &[false, true] } else { &[false] };
     let embed = |pending: &[P]| -> Embeddings {
         let n = pending.len();
         // Plain views first, mirrored views second, in one forward pass.
-        let mut pixels = Vec::with_capacity(2 * n * 3 * side * side);
-        for mirror in [false, true] {
+        let mut pixels = Vec::with_capacity(views.len() * n * 3 * side * side);
+        for &mirror in views {
             for image in pending {
                 to_chw(image.as_ref(), side, mirror, &mut pixels);
             }
         }
-        let input =
-            Tensor::<B, 4>::from_data(TensorData::new(pixels, [2 * n, 3, side, side]), device);
+        let shape = [views.len() * n, 3, side, side];
+        let input = Tensor::<B, 4>::from_data(TensorData::new(pixels, shape), device);
         let output = match mode {
             Some(mode) => model.forward_mode(input, mode),
             None => model.forward(input),
         };
-        let sum_views = |t: Tensor<B, 2>| t.clone().slice(0..n) + t.slice(n..2 * n);
+        let sum_views = |t: Tensor<B, 2>| match flip {
+            true => t.clone().slice(0..n) + t.slice(n..2 * n),
+            false => t,
+        };
+        let views = views.len() as f64;
         let mut part = Embeddings::none(grouped);
         part.embedding.push_tensor(sum_views(output.embedding));
         if let Some(groups) = output.groups {
             if let Some(feature) = part.feature.as_mut() {
-                feature.push_tensor(sum_views(groups.feature) / 2.0);
+                feature.push_tensor(sum_views(groups.feature) / views);
             }
             if let Some(probs) = part.probs.as_mut() {
-                probs.push_tensor(sum_views(groups.probs) / 2.0);
+                probs.push_tensor(sum_views(groups.probs) / views);
             }
         }
         part
@@ -220,6 +251,7 @@ mod tests {
 
     use super::*;
     use crate::model::GroupFaceConfig;
+    use crate::util::progress::Recorded;
 
     type B = NdArray<f32>;
 
@@ -266,11 +298,49 @@ mod tests {
         for groups in [0, 4] {
             let model = model(groups);
             let source = images.iter().map(Ok::<_, String>);
+            let sink = Recorded::default();
+            let options = EmbedOptions::new(SIDE, 3);
             let streamed =
-                embed_images(&model, source, SIDE, 3, None, &Default::default()).unwrap();
+                embed_images(&model, source, &options, &Default::default(), &sink).unwrap();
             assert_eq!(streamed, whole_set(&model, &images, 3), "groups={groups}");
             assert_eq!(streamed.rows(), 7);
             assert_eq!(streamed.feature.is_some(), groups > 0);
+            // Each batch is reported once it is embedded.
+            assert_eq!(sink.calls(), ["advance 3", "advance 3", "advance 1"]);
+        }
+    }
+
+    /// Without the flip a row is the model's output for the image alone: the forward pass of
+    /// the same batch of plain views, v̂ and p(G|x) included, to the bit.
+    #[test]
+    fn without_the_flip_a_row_is_the_plain_forward_pass() {
+        let images = images(5);
+        let device = Default::default();
+        for groups in [0, 4] {
+            let model = model(groups);
+            let options = EmbedOptions { flip: false, ..EmbedOptions::new(SIDE, 2) };
+            let source = images.iter().map(Ok::<_, String>);
+            let plain = embed_images(&model, source, &options, &device, &NoProgress).unwrap();
+            let mut expected = Embeddings::none(groups > 0);
+            for chunk in images.chunks(2) {
+                let mut pixels = Vec::new();
+                for image in chunk {
+                    to_chw(image, SIDE, false, &mut pixels);
+                }
+                let shape = [chunk.len(), 3, SIDE, SIDE];
+                let output = model
+                    .forward(Tensor::<B, 4>::from_data(TensorData::new(pixels, shape), &device));
+                expected.embedding.push_tensor(output.embedding);
+                if let Some(g) = output.groups {
+                    expected.feature.as_mut().unwrap().push_tensor(g.feature);
+                    expected.probs.as_mut().unwrap().push_tensor(g.probs);
+                }
+            }
+            assert_eq!(plain, expected, "groups={groups}");
+            // The flip-sum is another embedding: f(img) + f(flip img) is not f(img).
+            let flipped = whole_set(&model, &images, 2);
+            assert_ne!(plain.embedding.data, flipped.embedding.data);
+            assert_eq!(plain.embedding.cols, flipped.embedding.cols);
         }
     }
 
@@ -288,7 +358,8 @@ mod tests {
             }
         });
         let mut batches = Vec::new();
-        let result = embed_stream(&model, source, SIDE, 3, None, &Default::default(), |part| {
+        let options = EmbedOptions::new(SIDE, 3);
+        let result = embed_stream(&model, source, &options, &Default::default(), |part| {
             batches.push((part.rows(), pulled.get()));
             Ok(())
         });
@@ -303,7 +374,7 @@ mod tests {
         let model = model(0);
         let source = images(2).into_iter().map(Ok::<_, String>);
         let mut rows = Vec::new();
-        embed_stream(&model, source, SIDE, 0, None, &Default::default(), |part| {
+        embed_stream(&model, source, &EmbedOptions::new(SIDE, 0), &Default::default(), |part| {
             rows.push(part.rows());
             Ok(())
         })

@@ -634,6 +634,24 @@ pub fn evaluate_held_out<B: ConvBackend>(
     Ok(RunReport { plain, group_aware, groups })
 }
 
+/// The paper's Fig. 5 as bars: the share of held-out images whose most probable group is k,
+/// against the uniform share 1/K, which a collapse leaves far behind.
+fn group_shares_chart(shares: &[f64]) -> crate::protocol::plot::BarChart {
+    use crate::protocol::plot::{Axis, BarChart};
+    let k = shares.len().max(1);
+    let mut chart = BarChart::new(
+        "Share of held-out images per group (most probable group)",
+        "group",
+        Axis::linear("share of images"),
+        "share",
+    )
+    .with_reference("uniform 1/K", 1.0 / k as f64);
+    for (i, &share) in shares.iter().enumerate() {
+        chart.push(i.to_string(), share);
+    }
+    chart
+}
+
 /// Writes the paper's Fig. 4, 5 and 6 for held-out images (see [`evaluate_synthetic`]).
 fn write_group_pictures(
     dir: &Path,
@@ -644,25 +662,11 @@ fn write_group_pictures(
     side: usize,
 ) -> Result<(), String> {
     use crate::analysis::groups as g;
-    use crate::protocol::plot::{Axis, LinePlot, Series};
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let assignment = embeddings.groups();
     let k = shares.len();
-
-    let mut plot = LinePlot::new(
-        "Share of held-out images per group (most probable group)",
-        Axis::linear("group"),
-        Axis::linear("share of images"),
-    );
-    plot.add(Series::new(
-        "share",
-        shares.iter().enumerate().map(|(i, &v)| (i as f64, v)).collect(),
-    ));
-    plot.add(Series::new(
-        "uniform 1/K",
-        vec![(0.0, 1.0 / k as f64), ((k - 1) as f64, 1.0 / k as f64)],
-    ));
-    crate::util::fs::write_atomically(&dir.join("group_shares.svg"), plot.to_svg().as_bytes())?;
+    let chart = group_shares_chart(shares);
+    crate::util::fs::write_atomically(&dir.join("group_shares.svg"), chart.to_svg().as_bytes())?;
 
     let confidence: Vec<f32> = match &embeddings.probs {
         Some(p) => (0..p.rows).map(|i| p.row(i)[assignment[i]]).collect(),
@@ -702,4 +706,23 @@ fn write_group_pictures(
     )
     .map_err(|e| e.to_string())?;
     crate::util::fs::write_atomically(&dir.join("projection.svg"), svg.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_shares_are_bars_against_the_uniform_share() {
+        let chart = group_shares_chart(&[0.75, 0.25, 0.0, 0.0]);
+        let labels: Vec<&str> = chart.bars.iter().map(|b| b.0.as_str()).collect();
+        assert_eq!(labels, ["0", "1", "2", "3"]);
+        assert_eq!(chart.bars[0].1, 0.75);
+        assert_eq!(chart.reference, Some(("uniform 1/K".to_string(), 0.25)));
+        let svg = chart.to_svg();
+        // The fitted axis runs 0 .. 0.75 * 1.04 = 0.78 over the 384 px high plot area, so the
+        // dashed 1/K line sits at 40 + (1 - 0.25 / 0.78) * 384 = 300.923... px.
+        assert!(svg.contains(r#"y1="300.92""#) && svg.contains("stroke-dasharray"), "{svg}");
+        assert!(!svg.contains("<path"), "no line series left");
+    }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::backend::conv::ConvBackend;
-use crate::evaluate::embed::embed_stream;
+use crate::evaluate::embed::{embed_stream, EmbedOptions};
 use crate::evaluate::held_out::RunReport;
 use crate::evaluate::similarity::GroupAwareParams;
 use crate::model::{GroupFace, GroupMode};
@@ -13,6 +13,7 @@ use crate::protocol::report::Report;
 use crate::protocol::roc::Roc;
 use crate::protocol::verification;
 use crate::protocol::Matrix;
+use crate::util::progress::Progress;
 
 /// What [`evaluate_ijb`] reads and how it runs the protocol.
 #[derive(Debug, Clone, Copy)]
@@ -34,13 +35,19 @@ pub struct IjbJob<'a> {
 /// summed per template, normalised; template pairs scored by cosine (and, for GroupFace, by
 /// group-aware similarity on media- then template-averaged v̂). TAR@FAR from the ROC of the
 /// template pairs; the k-fold protocol over the same pairs is reported alongside.
+///
+/// `progress` hears of the images embedded, then of the templates pooled and the pairs
+/// scored, plain and group-aware.
 pub fn evaluate_ijb<B: ConvBackend>(
     model: &GroupFace<B>,
     job: &IjbJob<'_>,
     mode: Option<GroupMode>,
     device: &B::Device,
+    progress: &dyn Progress,
 ) -> Result<RunReport, String> {
-    use crate::protocol::ijb::{group_aware_template_scores, template_scores, IjbMeta};
+    use crate::protocol::ijb::{
+        group_aware_template_scores_with_progress, template_scores_with_progress, IjbMeta,
+    };
     let &IjbJob { root, which, side, batch, folds } = job;
     let options = verification::Options { folds, ..Default::default() };
     let meta = IjbMeta::load(root, which).map_err(|e| e.to_string())?;
@@ -55,7 +62,10 @@ pub fn evaluate_ijb<B: ConvBackend>(
     // IJB-C has 470k images: crops are aligned only as a batch needs them, and of each
     // image's embeddings only v̄ and v̂ are kept.
     let crops = (0..meta.len()).map(|i| meta.aligned(i, side as u32).map(|c| c.into_raw()));
-    embed_stream(model, crops, side, batch, mode, device, |part| {
+    let embedding = EmbedOptions { mode, ..EmbedOptions::new(side, batch) };
+    progress.start(&format!("{which}: aligning and embedding images"), meta.len() as u64);
+    embed_stream(model, crops, &embedding, device, |part| {
+        progress.advance(part.rows() as u64);
         append(&mut features, &part.embedding.data, part.embedding.cols)?;
         if let Some(f) = &part.feature {
             append(&mut gdn, &f.data, f.cols)?;
@@ -76,14 +86,17 @@ pub fn evaluate_ijb<B: ConvBackend>(
             let roc = Roc::from_scores(&scores, &labels).map_err(|e| e.to_string())?;
             Ok(Report::new(verification, &roc, None, settings))
         };
-    let scores = template_scores(&meta, &features, true).map_err(|e| e.to_string())?;
+    let scores = template_scores_with_progress(&meta, &features, true, progress)
+        .map_err(|e| e.to_string())?;
     let plain = report_of(scores, settings.clone())?;
     let group_aware = match &gdn {
         Some(gdn) => {
             let params = GroupAwareParams::default();
-            let scores =
-                group_aware_template_scores(&meta, &features, gdn, true, params.beta, params.gamma)
-                    .map_err(|e| e.to_string())?;
+            let (beta, gamma) = (params.beta, params.gamma);
+            let scores = group_aware_template_scores_with_progress(
+                &meta, &features, gdn, true, beta, gamma, progress,
+            )
+            .map_err(|e| e.to_string())?;
             settings.insert("similarity".into(), "group-aware".into());
             Some(report_of(scores, settings)?)
         }

@@ -9,6 +9,7 @@ use crate::protocol::report::Report;
 use crate::protocol::roc::Roc;
 use crate::protocol::verification;
 use crate::protocol::Matrix;
+use crate::util::progress::{counted, NoProgress, Progress};
 
 use super::held_out::PairScorer;
 
@@ -21,13 +22,26 @@ pub fn pairs_report(
     folds: usize,
     settings: BTreeMap<String, String>,
 ) -> Result<Report, String> {
+    pairs_report_with_progress(embeddings, pairs, group_aware, folds, settings, &NoProgress)
+}
+
+/// [`pairs_report`], its two passes over the pairs (distances, then scores) reported to
+/// `progress`.
+pub fn pairs_report_with_progress(
+    embeddings: &Embeddings,
+    pairs: &[(usize, usize, bool)],
+    group_aware: Option<GroupAwareParams>,
+    folds: usize,
+    settings: BTreeMap<String, String>,
+    progress: &dyn Progress,
+) -> Result<Report, String> {
     let rows = embeddings.rows();
     if let Some((k, &(a, b, _))) = pairs.iter().enumerate().find(|(_, p)| p.0.max(p.1) >= rows) {
         return Err(format!(
             "pair {k} ({a}, {b}): expected row indices below {rows}, the rows of the embeddings"
         ));
     }
-    report_over(embeddings, || pairs.iter().copied(), group_aware, folds, settings)
+    report_over(embeddings, || pairs.iter().copied(), group_aware, folds, settings, progress)
 }
 
 /// [`pairs_report`] over every pair `i < j` of rows, positive where `labels` agree, in the order
@@ -41,10 +55,23 @@ pub fn all_pairs_report<L: PartialEq>(
     folds: usize,
     settings: BTreeMap<String, String>,
 ) -> Result<Report, String> {
+    all_pairs_report_with_progress(embeddings, labels, group_aware, folds, settings, &NoProgress)
+}
+
+/// [`all_pairs_report`], its two passes over the pairs (distances, then scores) reported to
+/// `progress`.
+pub fn all_pairs_report_with_progress<L: PartialEq>(
+    embeddings: &Embeddings,
+    labels: &[L],
+    group_aware: Option<GroupAwareParams>,
+    folds: usize,
+    settings: BTreeMap<String, String>,
+    progress: &dyn Progress,
+) -> Result<Report, String> {
     crate::protocol::pairs::check_labels(labels, "labels", embeddings.rows(), "embeddings")
         .map_err(|e| e.to_string())?;
     let pairs = || crate::protocol::pairs::all_pairs_iter(labels);
-    report_over(embeddings, pairs, group_aware, folds, settings)
+    report_over(embeddings, pairs, group_aware, folds, settings, progress)
 }
 
 /// The protocol, then the ROC, over the pairs that `pairs()` yields afresh for each pass, with
@@ -56,26 +83,32 @@ fn report_over<I: Iterator<Item = (usize, usize, bool)>>(
     group_aware: Option<GroupAwareParams>,
     folds: usize,
     settings: BTreeMap<String, String>,
+    progress: &dyn Progress,
 ) -> Result<Report, String> {
     check_shapes(embeddings, group_aware)?;
     let issame: Vec<bool> = pairs().map(|p| p.2).collect();
+    let similarity = if group_aware.is_some() { "group-aware" } else { "plain" };
+    progress.start(&format!("scoring pairs ({similarity})"), 2 * issame.len() as u64);
+    // 5·10⁷ pairs of a large folder: reported in steps of 2¹⁶, not one call a pair.
+    let counted_pairs = || counted(pairs(), progress, 1 << 16);
     let options = verification::Options { folds, ..Default::default() };
     let scorer = PairScorer::new(embeddings, group_aware);
     let distances: Vec<f64> = match group_aware {
         // insightface's protocol thresholds the squared L2 distance of unit vectors, which is
         // 2 − 2·cos; the group-aware score takes cos's place in the same identity.
-        Some(_) => pairs().map(|(a, b, _)| 2.0 - 2.0 * scorer.score(a, b)).collect(),
+        Some(_) => counted_pairs().map(|(a, b, _)| 2.0 - 2.0 * scorer.score(a, b)).collect(),
         // The raw flip-sum: the protocol normalises in f64, as insightface's numpy code does.
         None => {
             let matrix = embeddings.embedding.clone().with_origin("the embeddings");
-            verification::pair_distances(&matrix, pairs(), true).map_err(|e| e.to_string())?
+            verification::pair_distances(&matrix, counted_pairs(), true)
+                .map_err(|e| e.to_string())?
         }
     };
     let verification = verification::evaluate_distances_with(&distances, &issame, &options)
         .map_err(|e| e.to_string())?;
     // The distances go before the scores and the ROC's sort buffers come.
     drop(distances);
-    let scores: Vec<f32> = pairs().map(|(a, b, _)| scorer.score(a, b) as f32).collect();
+    let scores: Vec<f32> = counted_pairs().map(|(a, b, _)| scorer.score(a, b) as f32).collect();
     let roc = Roc::from_scores(&scores, &issame).map_err(|e| e.to_string())?;
     Ok(Report::new(verification, &roc, None, settings))
 }
@@ -104,5 +137,34 @@ fn check_shapes(
             f.data.len()
         )),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::util::progress::Recorded;
+
+    #[test]
+    fn both_passes_over_the_pairs_are_reported() {
+        let rows = [[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.2, 0.9]];
+        let embedding = Matrix::from_rows(&rows, "four rows").unwrap();
+        let embeddings = Embeddings { embedding, feature: None, probs: None };
+        let labels = [0, 0, 1, 1];
+        let sink = Recorded::default();
+        let report = all_pairs_report_with_progress(
+            &embeddings,
+            &labels,
+            None,
+            2,
+            Default::default(),
+            &sink,
+        )
+        .unwrap();
+        // 6 pairs, each scored for the protocol and again for the ROC.
+        assert_eq!(sink.stages(), [("scoring pairs (plain)".to_string(), 12, 12)]);
+        let quiet = all_pairs_report(&embeddings, &labels, None, 2, Default::default()).unwrap();
+        assert_eq!(report, quiet);
+        assert_eq!(report.positives, 2);
     }
 }

@@ -36,6 +36,7 @@ use super::align::{align_face, Similarity, ARCFACE_TEMPLATE};
 use super::analysis_error::{AnalysisError, Result};
 use super::pairs::{group_aware_score, unit_cosine};
 use super::Matrix;
+use crate::util::progress::{counted, NoProgress, Progress};
 
 /// Which benchmark: the two share a format and differ only in file-name prefixes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -541,15 +542,20 @@ impl IjbMeta {
 /// a media, the media means summed in `f64`; `finish` turns that sum and the template's media
 /// count into the template's row. Both poolings of `eval_ijbc.py` and of GroupFace's v̂ share
 /// this loop, so their order of floating-point operations is one and the same (a weight of 1.0
-/// multiplies exactly).
+/// multiplies exactly). Each template pooled advances `progress`.
 fn pool_templates(
     meta: &IjbMeta,
     name: &'static str,
     features: &Matrix,
     use_detector_score: bool,
     finish: impl Fn(&[f64], usize, &mut Vec<f32>),
+    progress: &dyn Progress,
 ) -> Result<Matrix> {
     meta.check_rows(name, features)?;
+    progress.start(
+        &format!("{}: pooling {name} into templates", meta.which),
+        meta.members.len() as u64,
+    );
     let dim = features.cols;
     let mut data = Vec::with_capacity(meta.members.len() * dim);
     let mut acc = vec![0f64; dim];
@@ -571,6 +577,7 @@ fn pool_templates(
             }
         }
         finish(&acc, t.media.len(), &mut data);
+        progress.advance(1);
     }
     Ok(Matrix {
         rows: meta.members.len(),
@@ -591,11 +598,32 @@ pub fn template_embeddings(
     features: &Matrix,
     use_detector_score: bool,
 ) -> Result<Matrix> {
-    pool_templates(meta, "features", features, use_detector_score, |acc, _, out| {
+    pooled_embeddings(meta, features, use_detector_score, &NoProgress)
+}
+
+/// [`template_embeddings`], each template pooled advancing `progress`.
+fn pooled_embeddings(
+    meta: &IjbMeta,
+    features: &Matrix,
+    use_detector_score: bool,
+    progress: &dyn Progress,
+) -> Result<Matrix> {
+    let unit = |acc: &[f64], _, out: &mut Vec<f32>| {
         let norm = acc.iter().map(|v| v * v).sum::<f64>().sqrt();
         let inv = if norm > 0.0 { 1.0 / norm } else { 0.0 };
         out.extend(acc.iter().map(|v| (v * inv) as f32));
-    })
+    };
+    pool_templates(meta, "features", features, use_detector_score, unit, progress)
+}
+
+/// The pairs of `meta` in [`IjbMeta::pairs`] order, advancing `progress` as they are scored
+/// (15.6 million in IJB-C: in steps of 2¹⁶, not one call a pair).
+fn scored_pairs<'a>(
+    meta: &'a IjbMeta,
+    progress: &'a dyn Progress,
+) -> impl Iterator<Item = (usize, usize)> + 'a {
+    progress.start(&format!("{}: scoring template pairs", meta.which), meta.pair_rows.len() as u64);
+    counted(meta.pair_rows.iter().map(|&[a, b]| (a as usize, b as usize)), progress, 1 << 16)
 }
 
 /// Cosine score of every pair in [`IjbMeta::pairs`] order (see [`template_embeddings`] for the
@@ -605,12 +633,18 @@ pub fn template_scores(
     features: &Matrix,
     use_detector_score: bool,
 ) -> Result<Vec<f32>> {
-    let t = template_embeddings(meta, features, use_detector_score)?;
-    Ok(meta
-        .pair_rows
-        .iter()
-        .map(|&[a, b]| unit_cosine(t.row(a as usize), t.row(b as usize)) as f32)
-        .collect())
+    template_scores_with_progress(meta, features, use_detector_score, &NoProgress)
+}
+
+/// [`template_scores`], reporting the templates pooled and the pairs scored to `progress`.
+pub fn template_scores_with_progress(
+    meta: &IjbMeta,
+    features: &Matrix,
+    use_detector_score: bool,
+    progress: &dyn Progress,
+) -> Result<Vec<f32>> {
+    let t = pooled_embeddings(meta, features, use_detector_score, progress)?;
+    Ok(scored_pairs(meta, progress).map(|(a, b)| unit_cosine(t.row(a), t.row(b)) as f32).collect())
 }
 
 /// One pooled GDN intermediate feature v̂ per template id (ascending): the mean over the
@@ -619,10 +653,16 @@ pub fn template_scores(
 /// uses the raw distance, which must not grow with the number of media. Per-image rows are
 /// whatever the caller uses for one image, e.g. the mean of v̂ over the crop and its flip.
 pub fn template_gdn_features(meta: &IjbMeta, gdn: &Matrix) -> Result<Matrix> {
-    pool_templates(meta, "gdn", gdn, false, |acc, media, out| {
+    pooled_gdn_features(meta, gdn, &NoProgress)
+}
+
+/// [`template_gdn_features`], each template pooled advancing `progress`.
+fn pooled_gdn_features(meta: &IjbMeta, gdn: &Matrix, progress: &dyn Progress) -> Result<Matrix> {
+    let mean = |acc: &[f64], media: usize, out: &mut Vec<f32>| {
         let m = media as f64;
         out.extend(acc.iter().map(|v| (v / m) as f32));
-    })
+    };
+    pool_templates(meta, "gdn", gdn, false, mean, progress)
 }
 
 /// Group-aware score of every pair: `S* = cos(t_i, t_j) − β·‖v̂_i − v̂_j‖₂^γ`, with the template
@@ -636,6 +676,28 @@ pub fn group_aware_template_scores(
     beta: f64,
     gamma: f64,
 ) -> Result<Vec<f32>> {
+    group_aware_template_scores_with_progress(
+        meta,
+        features,
+        gdn,
+        use_detector_score,
+        beta,
+        gamma,
+        &NoProgress,
+    )
+}
+
+/// [`group_aware_template_scores`], reporting the templates pooled (the embeddings, then v̂)
+/// and the pairs scored to `progress`.
+pub fn group_aware_template_scores_with_progress(
+    meta: &IjbMeta,
+    features: &Matrix,
+    gdn: &Matrix,
+    use_detector_score: bool,
+    beta: f64,
+    gamma: f64,
+    progress: &dyn Progress,
+) -> Result<Vec<f32>> {
     if !beta.is_finite() {
         return Err(AnalysisError::invalid("beta", format!("expected a finite β, found {beta}")));
     }
@@ -645,13 +707,10 @@ pub fn group_aware_template_scores(
             format!("expected a finite γ > 0 (0.0 would make every penalty β), found {gamma}"),
         ));
     }
-    let t = template_embeddings(meta, features, use_detector_score)?;
-    let g = template_gdn_features(meta, gdn)?;
-    Ok(meta
-        .pair_rows
-        .iter()
-        .map(|&[a, b]| {
-            let (a, b) = (a as usize, b as usize);
+    let t = pooled_embeddings(meta, features, use_detector_score, progress)?;
+    let g = pooled_gdn_features(meta, gdn, progress)?;
+    Ok(scored_pairs(meta, progress)
+        .map(|(a, b)| {
             let cos = unit_cosine(t.row(a), t.row(b));
             group_aware_score(cos, g.row(a), g.row(b), beta, gamma) as f32
         })
@@ -930,6 +989,40 @@ mod tests {
         }
         assert_eq!(meta.aligned_range(5..99, 112).unwrap().len(), 1);
         assert!(meta.aligned(6, 112).is_err());
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn scoring_reports_the_templates_pooled_and_the_pairs_scored() {
+        use crate::util::progress::Recorded;
+        let root = write_small("progress", Ijb::C);
+        let meta = IjbMeta::load(&root, Ijb::C).unwrap();
+        let sink = Recorded::default();
+        let got = template_scores_with_progress(&meta, &hand_features(), true, &sink).unwrap();
+        assert_eq!(got, template_scores(&meta, &hand_features(), true).unwrap());
+        let stage = |what: &str, n| (format!("IJB-C: {what}"), n, n);
+        let (pool, score) =
+            (stage("pooling features into templates", 3), stage("scoring template pairs", 3));
+        assert_eq!(sink.stages(), [pool.clone(), score.clone()]);
+        // Group-aware scores pool v̂ as well.
+        let sink = Recorded::default();
+        let gdn = hand_features();
+        let aware = group_aware_template_scores_with_progress(
+            &meta,
+            &hand_features(),
+            &gdn,
+            true,
+            0.1,
+            1.0 / 3.0,
+            &sink,
+        )
+        .unwrap();
+        assert_eq!(
+            aware,
+            group_aware_template_scores(&meta, &hand_features(), &gdn, true, 0.1, 1.0 / 3.0)
+                .unwrap()
+        );
+        assert_eq!(sink.stages(), [pool, stage("pooling gdn into templates", 3), score]);
         fs::remove_dir_all(&root).unwrap();
     }
 

@@ -1,5 +1,6 @@
-//! Training with burn-train's Learner: the step output, its metrics, and `TrainStep` /
-//! `InferenceStep` for [`TrainModel`].
+//! Training with burn-train's Learner: the step output, its metrics, `TrainStep` /
+//! `InferenceStep` for [`TrainModel`] and the logger; the renderers are in
+//! [`crate::train::renderer`].
 
 use std::sync::Arc;
 
@@ -13,11 +14,7 @@ use burn::train::metric::{
     AccuracyInput, Adaptor, ItemLazy, LossInput, Metric, MetricAttributes, MetricDefinition,
     MetricMetadata, MetricName, Numeric, NumericAttributes, NumericEntry, SerializedEntry,
 };
-use burn::train::renderer::{
-    EvaluationName, EvaluationProgress, MetricState, MetricsRenderer, MetricsRendererEvaluation,
-    MetricsRendererTraining, ProgressType, TrainingProgress,
-};
-use burn::train::{InferenceStep, LearnerSummary, TrainOutput, TrainStep};
+use burn::train::{InferenceStep, TrainOutput, TrainStep};
 
 use crate::backend::conv::ConvBackend;
 use crate::data::dataset::FaceBatch;
@@ -409,40 +406,6 @@ impl<B: ConvBackend> InferenceStep for TrainModel<B> {
         }
         output
     }
-}
-
-/// A renderer that draws nothing: for runs inside an ablation, which print one line per run
-/// instead of a dashboard per run. Metrics still go to the run directory's logs.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct QuietRenderer;
-
-impl MetricsRendererTraining for QuietRenderer {
-    fn update_train(&mut self, _state: MetricState) {}
-    fn update_valid(&mut self, _state: MetricState) {}
-    fn render_train(&mut self, _item: TrainingProgress, _progress: Vec<ProgressType>) {}
-    fn render_valid(&mut self, _item: TrainingProgress, _progress: Vec<ProgressType>) {}
-    fn on_train_end(
-        &mut self,
-        _summary: Option<LearnerSummary>,
-    ) -> Result<(), Box<dyn std::error::Error>> {
-        Ok(())
-    }
-}
-
-impl MetricsRendererEvaluation for QuietRenderer {
-    fn update_test(&mut self, _name: EvaluationName, _state: MetricState) {}
-    fn render_test(&mut self, _item: EvaluationProgress, _progress: Vec<ProgressType>) {}
-    fn on_test_end(
-        &mut self,
-        _summary: Option<LearnerSummary>,
-    ) -> Result<(), Box<dyn std::error::Error>> {
-        Ok(())
-    }
-}
-
-impl MetricsRenderer for QuietRenderer {
-    fn manual_close(&mut self) {}
-    fn register_metric(&mut self, _definition: MetricDefinition) {}
 }
 
 /// burn-train's file metric logger, with a resumed run's first epoch logged under its own

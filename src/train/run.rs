@@ -25,15 +25,15 @@ use crate::train::cluster::{CollectiveStrategy, NodeLaunch};
 use crate::train::config::read_config;
 use crate::train::config::TrainConfig;
 use crate::train::data::{open_data, TrainData};
-use crate::train::learner::{
-    GroupFaceMetric, GroupFaceQuantity, QuietRenderer, ResumedMetricLogger,
-};
+use crate::train::learner::{GroupFaceMetric, GroupFaceQuantity, ResumedMetricLogger};
+use crate::train::renderer::{EpochLines, QuietRenderer};
 use crate::train::run_dir::{
     complete_checkpoints, last_checkpoint, load_labels, prepare_run_dir, save_atomically,
     save_labels, write_metrics_csv, AtomicRecorder, RunRecorder,
 };
 use crate::train::schedule::Schedule;
 use crate::train::step::{StepGuard, TrainModel};
+use crate::util::progress::Progress;
 
 /// A training run on one backend: the configuration and where it writes.
 #[derive(Debug, Clone)]
@@ -72,6 +72,20 @@ pub struct TrainOutcome {
 pub fn train(kind: BackendKind, index: usize, run: TrainRun) -> Result<TrainOutcome, String> {
     crate::backend::run(kind, index, run)?
 }
+
+/// [`train`], with a quiet run's renderer reporting the training images of every step to
+/// `progress` (the ablation's bar of each run in flight); a run with its dashboard ignores it.
+pub fn train_reporting(
+    kind: BackendKind,
+    index: usize,
+    run: TrainRun,
+    progress: Arc<dyn Progress>,
+) -> Result<TrainOutcome, String> {
+    crate::backend::run(kind, index, Reporting(run, progress))?
+}
+
+/// The job of [`train_reporting`].
+struct Reporting(TrainRun, Arc<dyn Progress>);
 
 /// Where Burn runs the steps: one device, or `devices` replicas with the optimiser on the
 /// first. CPU backends have one device, which every replica shares; GPU replicas take the
@@ -114,10 +128,17 @@ struct Watch {
     interrupter: Interrupter,
     /// An image that cannot be read stops the run at once, naming it.
     on_missing: MissingHook,
+    /// Where a quiet run reports its progress.
+    progress: Option<Arc<dyn Progress>>,
 }
 
 impl Watch {
-    fn new(config: &TrainConfig, data: &TrainData, done_epochs: usize) -> Self {
+    fn new(
+        config: &TrainConfig,
+        data: &TrainData,
+        done_epochs: usize,
+        progress: Option<Arc<dyn Progress>>,
+    ) -> Self {
         let per_epoch = config.steps_per_epoch(data.train.len());
         let interrupter = Interrupter::new();
         let guard = Arc::new(StepGuard::new(
@@ -143,7 +164,7 @@ impl Watch {
                 guard.stop(format!("epoch {epoch}: an image could not be read: {what}"));
             })
         };
-        Watch { guard, probe, interrupter, on_missing }
+        Watch { guard, probe, interrupter, on_missing, progress }
     }
 }
 
@@ -151,6 +172,25 @@ impl BackendJob for TrainRun {
     type Output = Result<TrainOutcome, String>;
 
     fn run<B: TrainBackend>(self, device: B::Device) -> Result<TrainOutcome, String> {
+        self.train_on::<B>(device, None)
+    }
+}
+
+impl BackendJob for Reporting {
+    type Output = Result<TrainOutcome, String>;
+
+    fn run<B: TrainBackend>(self, device: B::Device) -> Result<TrainOutcome, String> {
+        self.0.train_on::<B>(device, Some(self.1))
+    }
+}
+
+impl TrainRun {
+    /// The run, its quiet renderer reporting to `progress`.
+    fn train_on<B: TrainBackend>(
+        self,
+        device: B::Device,
+        progress: Option<Arc<dyn Progress>>,
+    ) -> Result<TrainOutcome, String> {
         self.config.validate().map_err(|e| e.to_string())?;
         self.check_launch()?;
         let (resume_from, fingerprint) = self.resume_point()?;
@@ -161,7 +201,7 @@ impl BackendJob for TrainRun {
         let config = &self.config;
         let started = Instant::now();
         let data = open_data(config)?;
-        let watch = Watch::new(config, &data, resume_from.unwrap_or(0));
+        let watch = Watch::new(config, &data, resume_from.unwrap_or(0), progress);
         let model = self.initial_model::<B>(resume_from, &watch, &device)?;
         let labeler = model.labeler.clone();
         let (training, collective_failure) = self.supervised_training::<B>(
@@ -439,7 +479,10 @@ impl TrainRun {
         training = training
             .with_metric_logger(ResumedMetricLogger::new(&self.out, resume_from.unwrap_or(0)));
         if self.quiet {
-            training = training.renderer(QuietRenderer);
+            training = training.renderer(QuietRenderer::new(watch.progress.clone()));
+        } else if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            // burn-train's fallback prints a debug struct per step; a log wants an epoch a line.
+            training = training.renderer(EpochLines::stdout());
         }
         (training, failure)
     }
@@ -512,8 +555,8 @@ impl TrainRun {
         .map_err(|e| e.to_string())
     }
 
-    /// The held-out evaluation of the trained model, then `metrics.csv` and the report, whose
-    /// `report.json` is written last: a run that has one is finished.
+    /// The held-out evaluation of the trained model, then `metrics.csv`, its `curves.svg` and
+    /// the report, whose `report.json` is written last: a run that has one is finished.
     fn evaluate<B: TrainBackend>(
         self,
         trained: &TrainModel<B::InnerBackend>,
@@ -533,6 +576,7 @@ impl TrainRun {
         )?;
         let eval_seconds = started.elapsed().as_secs_f64();
         write_metrics_csv(&self.out, config.epochs)?;
+        crate::train::curves::write_training_curves(&self.out)?;
         report.write(&self.out).map_err(|e| e.to_string())?;
         Ok(TrainOutcome { dir: self.out, report, train_seconds, eval_seconds, earlier: false })
     }

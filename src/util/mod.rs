@@ -3,11 +3,14 @@
 //! - [`fs`]: files written whole or not at all, and outputs that are never mixed with an
 //!   earlier one.
 //! - [`error`]: [`ConfigError`](error::ConfigError), a configuration value that cannot be used.
+//! - [`progress`]: the [`Progress`](progress::Progress) sink that long loops report to, so that
+//!   they show a bar in the binaries without depending on one.
 //! - `named_enum!`: the `Display`/`FromStr` pair of the enums that the CLI and config files name
 //!   (`mode=soft|hard`, `combine=sum|concat`, ...), so one spelling serves both.
 
 pub mod error;
 pub mod fs;
+pub mod progress;
 
 /// Gives a fieldless enum its CLI / config-file names: `ACCEPTS`, `Display` and `FromStr`.
 macro_rules! named_enum {

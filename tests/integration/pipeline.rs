@@ -32,6 +32,7 @@ fn train_writes_the_run_and_eval_reproduces_its_report() {
         "model.safetensors",
         "report.json",
         "metrics.csv",
+        "curves.svg",
         "group_shares.svg",
         "group_samples.png",
         "projection.svg",
@@ -109,6 +110,7 @@ fn train_writes_the_run_and_eval_reproduces_its_report() {
         out: out.clone(),
         batch: 4,
         mode: None,
+        flip: true,
     };
     let summary = groupface::backend::run(backend(), 0, job).unwrap().expect("embed runs");
     assert_eq!((summary.images, summary.width), (9, tiny_config(4).model.output_width()));

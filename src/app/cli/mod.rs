@@ -4,9 +4,13 @@
 //! [`Spec::parse`] turns the words into [`Args`]. Unknown keys, repeated keys and malformed words
 //! are errors that name the key and what is accepted, so nothing runs on a typo.
 
+mod parse;
+
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::ffi::{OsStr, OsString};
 use std::str::FromStr;
+
+pub use parse::{choices, VERSION};
 
 /// One accepted key of a binary.
 #[derive(Debug, Clone)]
@@ -47,11 +51,13 @@ pub enum CliError {
         /// The offending word.
         word: String,
     },
-    /// A key the binary does not know.
-    #[error("unknown key `{key}`; accepted keys: {accepted}")]
+    /// A key (or `--flag`) the binary does not know.
+    #[error("unknown key `{key}`{suggestion}; accepted keys: {accepted}")]
     UnknownKey {
         /// The unknown key.
         key: String,
+        /// ` (did you mean `groups`?)` when a known key is close, else empty.
+        suggestion: String,
         /// All accepted keys, comma separated.
         accepted: String,
     },
@@ -60,14 +66,6 @@ pub enum CliError {
     Repeated {
         /// The repeated key.
         key: String,
-    },
-    /// A flag the binary does not know.
-    #[error("unknown flag `{flag}`; accepted flags: --help{accepted}")]
-    UnknownFlag {
-        /// The unknown flag.
-        flag: String,
-        /// Other accepted flags.
-        accepted: String,
     },
     /// A value that does not parse.
     #[error("bad value `{value}` for key `{key}`: expected {accepts}")]
@@ -148,80 +146,98 @@ pub struct Args {
 }
 
 impl Spec {
-    /// The `--help` text: every key with its default and accepted values.
+    /// The `--help` page: every key in the `key=value` form, with its default and what it
+    /// accepts.
     pub fn help(&self) -> String {
-        let (binary, command) = match self.program.split_once(' ') {
-            Some((binary, command)) => (binary, format!("{command} ")),
-            None => (self.program, String::new()),
-        };
-        let mut out = format!(
-            "{}: {}\n\nusage: cargo run --release --bin {binary} -- {command}[key=value ...]\n\n\
-             keys:\n",
-            self.program, self.about
-        );
-        let width = self.keys.iter().map(|k| k.name.len()).max().unwrap_or(0);
-        for key in &self.keys {
-            let default = key.default.unwrap_or("(none)");
-            let _ = writeln!(
-                out,
-                "  {:width$}  {}\n  {:width$}  accepts: {}; default: {}",
-                key.name, key.help, "", key.accepts, default
-            );
-        }
-        if !self.flags.is_empty() {
-            out.push_str("\nflags:\n");
-            for (flag, help) in &self.flags {
-                let _ = writeln!(out, "  {flag}  {help}");
-            }
-        }
-        out
+        parse::help_text(&mut parse::command(self, true), &self.keys)
     }
 
-    /// Parses command-line words (without the program name).
+    /// Parses command-line words (without the program name). Usage errors, `--help`,
+    /// `--version` and `--completions SHELL` come back as the [`CliError`] to finish with.
     pub fn parse<I, S>(&self, words: I) -> Result<Args, CliError>
     where
         I: IntoIterator<Item = S>,
-        S: AsRef<str>,
+        S: AsRef<OsStr>,
     {
-        let mut values = BTreeMap::new();
-        let mut flags = Vec::new();
-        for key in &self.keys {
-            if let Some(default) = key.default {
-                values.insert(key.name, (default.to_string(), false));
-            }
+        let mut cmd = parse::command(self, true);
+        let keys: Vec<&Key> = self.keys.iter().collect();
+        let words =
+            std::iter::once(OsString::from(self.program)).chain(parse::rewrite(words, &keys));
+        let matches = cmd
+            .try_get_matches_from_mut(words)
+            .map_err(|e| parse::translate(e, &self.keys, &[]))?;
+        parse::finish(&mut cmd, self, &matches)
+    }
+
+    /// Parses this process's arguments; a word that is not UTF-8 is an error, not a panic.
+    pub fn parse_env(&self) -> Result<Args, CliError> {
+        self.parse(std::env::args_os().skip(1))
+    }
+}
+
+/// A binary with subcommands (`data synth`, `data pack`, ...), each a [`Spec`] whose
+/// `program` is `"BINARY COMMAND"`.
+#[derive(Debug, Clone)]
+pub struct Commands {
+    /// The binary's name.
+    pub program: &'static str,
+    /// What the binary does.
+    pub about: &'static str,
+    /// One spec per subcommand, in the order `--help` lists them.
+    pub commands: Vec<Spec>,
+}
+
+impl Commands {
+    fn names(&self) -> Vec<&'static str> {
+        self.commands.iter().filter_map(|s| s.program.split_once(' ').map(|(_, c)| c)).collect()
+    }
+
+    /// The `--help` page of the binary: its commands.
+    pub fn help(&self) -> String {
+        parse::help_text(&mut parse::commands_command(self), &[])
+    }
+
+    /// Parses the words into the subcommand's name and its arguments. No subcommand, or an
+    /// unknown one (with clap's did-you-mean), is a [`CliError::Usage`].
+    pub fn parse<I, S>(&self, words: I) -> Result<(&'static str, Args), CliError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let names = self.names();
+        let mut cmd = parse::commands_command(self);
+        let all_keys: Vec<&Key> = self.commands.iter().flat_map(|s| &s.keys).collect();
+        let words: Vec<OsString> = std::iter::once(OsString::from(self.program))
+            .chain(parse::rewrite(words, &all_keys))
+            .collect();
+        // An error inside a subcommand names that subcommand's keys.
+        let keys = words
+            .iter()
+            .find_map(|w| names.iter().position(|n| OsStr::new(n) == w))
+            .map_or(&[][..], |i| &self.commands[i].keys[..]);
+        let matches = cmd
+            .try_get_matches_from_mut(words.clone())
+            .map_err(|e| parse::translate(e, keys, &names))?;
+        if matches.get_flag("help") {
+            return Err(CliError::Help(self.help()));
         }
-        for word in words {
-            let word = word.as_ref();
-            if word == "--help" || word == "-h" || word == "help" {
-                return Err(CliError::Help(self.help()));
-            }
-            if let Some(flag) = word.strip_prefix("--") {
-                match self.flags.iter().find(|(f, _)| f.trim_start_matches("--") == flag) {
-                    Some((f, _)) => flags.push(*f),
-                    None => {
-                        return Err(CliError::UnknownFlag {
-                            flag: word.to_string(),
-                            accepted: self.flags.iter().map(|(f, _)| format!(", {f}")).collect(),
-                        })
-                    }
-                }
-                continue;
-            }
-            let Some((key, value)) = word.split_once('=') else {
-                return Err(CliError::NotKeyValue { word: word.to_string() });
-            };
-            let Some(spec) = self.keys.iter().find(|k| k.name == key) else {
-                return Err(CliError::UnknownKey {
-                    key: key.to_string(),
-                    accepted: self.keys.iter().map(|k| k.name).collect::<Vec<_>>().join(", "),
-                });
-            };
-            if let Some((_, true)) = values.get(spec.name) {
-                return Err(CliError::Repeated { key: key.to_string() });
-            }
-            values.insert(spec.name, (value.to_string(), true));
-        }
-        Ok(Args { values, accepts: self.keys.iter().map(|k| (k.name, k.accepts)).collect(), flags })
+        parse::completions(&mut cmd, &matches)?;
+        let Some((name, sub)) = matches.subcommand() else {
+            return Err(CliError::Usage(format!(
+                "no command given; expected one of {} (`{} COMMAND --help` lists its keys)",
+                names.join(", "),
+                self.program
+            )));
+        };
+        let index = names.iter().position(|n| *n == name).expect("clap matched a known command");
+        let spec = &self.commands[index];
+        let mut sub_cmd = parse::command(spec, false);
+        Ok((names[index], parse::finish(&mut sub_cmd, spec, sub)?))
+    }
+
+    /// This process's arguments, as [`Commands::parse`].
+    pub fn parse_env(&self) -> Result<(&'static str, Args), CliError> {
+        self.parse(std::env::args_os().skip(1))
     }
 }
 
@@ -437,8 +453,20 @@ mod tests {
             keys: vec![
                 Key { name: "groups", default: Some("32"), accepts: "integer >= 0", help: "K" },
                 Key { name: "out", default: None, accepts: "a folder", help: "where" },
+                Key { name: "mode", default: Some("soft"), accepts: "soft|hard", help: "ensemble" },
+                Key { name: "labels", default: None, accepts: "list of none|naive", help: "L" },
+                overwrite_key("replace out="),
             ],
             flags: vec![("--dry-run", "print only")],
+        }
+    }
+
+    fn commands() -> Commands {
+        let sub = |program| Spec { program, ..spec() };
+        Commands {
+            program: "demo",
+            about: "demo tools",
+            commands: vec![sub("demo synth"), sub("demo pack")],
         }
     }
 
@@ -448,22 +476,79 @@ mod tests {
         assert_eq!(args.get::<usize>("groups").unwrap(), 32);
         assert!(!args.given("groups"));
         assert_eq!(args.raw("out"), Some("x"));
+        assert!(args.given("out"));
         assert!(args.flag("--dry-run"));
+        assert!(!spec().parse(["out=x"]).unwrap().flag("--dry-run"));
     }
 
     #[test]
-    fn errors_name_the_key() {
+    fn key_value_and_dashed_spellings_parse_alike() {
+        for words in [
+            &["groups=4", "out=a=b"][..],
+            &["--groups=4", "--out=a=b"],
+            &["--groups", "4", "--out", "a=b"],
+            &["groups=4", "--out", "a=b"],
+        ] {
+            let args = spec().parse(words).unwrap();
+            assert_eq!(args.get::<usize>("groups").unwrap(), 4, "{words:?}");
+            // Only the first `=` separates: a value may hold more.
+            assert_eq!(args.raw("out"), Some("a=b"), "{words:?}");
+        }
+        // A bare true|false key means true; its other spellings parse as before.
+        let args = spec().parse(["--overwrite"]).unwrap();
+        assert!(args.bool("overwrite", false).unwrap() && args.given("overwrite"));
+        for (word, value) in
+            [("overwrite=no", false), ("overwrite=1", true), ("--overwrite=false", false)]
+        {
+            assert_eq!(spec().parse([word]).unwrap().bool("overwrite", true).unwrap(), value);
+        }
+        // Lists of choices: each element is checked.
+        let args = spec().parse(["labels=none,naive"]).unwrap();
+        assert_eq!(args.get_list::<String>("labels").unwrap(), ["none", "naive"]);
+    }
+
+    #[test]
+    fn errors_name_the_key_and_suggest() {
         let err = spec().parse(["grups=4"]).unwrap_err();
-        assert!(err.to_string().contains("unknown key `grups`"), "{err}");
-        assert!(err.to_string().contains("groups, out"), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "unknown key `grups` (did you mean `groups`?); accepted keys: groups, out, mode, \
+             labels, overwrite"
+        );
+        let err = spec().parse(["--grups", "4"]).unwrap_err();
+        assert!(
+            err.to_string().starts_with("unknown key `grups` (did you mean `groups`?)"),
+            "{err}"
+        );
+        // Nothing close: no suggestion.
+        let err = spec().parse(["zzz=1"]).unwrap_err();
+        assert!(err.to_string().starts_with("unknown key `zzz`; accepted keys"), "{err}");
+        let err = spec().parse(["mode=sotf"]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "bad value `sotf` for key `mode`: expected soft|hard (did you mean `soft`?)"
+        );
+        let err = spec().parse(["labels=none,naiv"]).unwrap_err();
+        assert!(err.to_string().starts_with("bad value `naiv` for key `labels`"), "{err}");
         let args = spec().parse(["groups=four"]).unwrap();
         let err = args.get::<usize>("groups").unwrap_err();
         assert_eq!(err.to_string(), "bad value `four` for key `groups`: expected integer >= 0");
         assert!(matches!(spec().parse(["groups"]), Err(CliError::NotKeyValue { .. })));
         assert!(matches!(spec().parse(["groups=1", "groups=2"]), Err(CliError::Repeated { .. })));
-        assert!(matches!(spec().parse(["--fast"]), Err(CliError::UnknownFlag { .. })));
+        assert!(matches!(spec().parse(["groups=1", "--groups=2"]), Err(CliError::Repeated { .. })));
+        assert!(matches!(spec().parse(["--fast"]), Err(CliError::UnknownKey { .. })));
         let err = spec().parse(Vec::<String>::new()).unwrap().get::<String>("out").unwrap_err();
         assert!(matches!(err, CliError::Missing { .. }));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_word_that_is_not_utf8_is_an_error_not_a_panic() {
+        use std::os::unix::ffi::OsStringExt;
+        let word = OsString::from_vec(b"out=caf\xe9".to_vec());
+        let err = spec().parse([word]).unwrap_err();
+        assert!(err.to_string().contains("not valid UTF-8"), "{err}");
+        assert_eq!(err.exit_code(), EXIT_USAGE);
     }
 
     #[test]
@@ -474,18 +559,84 @@ mod tests {
         assert_eq!(CliError::Run("disk full".into()).exit_code(), EXIT_RUN);
         assert_eq!(CliError::Run("disk full".into()).to_string(), "disk full");
         assert_eq!(spec().parse(["--help"]).unwrap_err().exit_code(), 0);
+        let Err(CliError::Help(version)) = spec().parse(["--version"]) else {
+            panic!("no version")
+        };
+        assert_eq!(version, format!("demo {VERSION}\n"));
     }
 
     #[test]
-    fn help_lists_every_key_with_default() {
+    fn help_lists_every_key_in_key_value_form_with_default() {
         let Err(CliError::Help(text)) = spec().parse(["--help"]) else { panic!("no help") };
-        assert!(text.contains("groups") && text.contains("default: 32"));
-        assert!(text.contains("out") && text.contains("default: (none)"));
-        assert!(text.contains("usage: cargo run --release --bin demo -- [key=value ...]"));
-        // A subcommand goes after the `--`, where the binary reads it.
-        let sub = Spec { program: "demo synth", ..spec() };
-        let Err(CliError::Help(text)) = sub.parse(["--help"]) else { panic!("no help") };
-        assert!(text.starts_with("demo synth: a demo"), "{text}");
-        assert!(text.contains("usage: cargo run --release --bin demo -- synth [key=value ...]"));
+        assert!(text.starts_with("a demo\n"), "{text}");
+        // The keys come first, clap's own options after them.
+        assert!(text.find("Keys:") < text.find("Flags:") && !text.contains("Options:"), "{text}");
+        assert!(
+            text.contains("Usage: cargo run --release --bin demo -- [key=value ...]"),
+            "{text}"
+        );
+        let line = |key: &str| {
+            text.lines()
+                .find(|l| l.trim_start().starts_with(key))
+                .unwrap_or_else(|| panic!("no line for {key} in\n{text}"))
+        };
+        assert!(line("groups=<N>").contains("K (accepts: integer >= 0) [default: 32]"), "{text}");
+        assert!(line("out=<PATH>").contains("where (accepts: a folder)"), "{text}");
+        assert!(line("mode=<soft|hard>").contains("ensemble [default: soft]"), "{text}");
+        assert!(line("labels=<none|naive>").contains("L (comma-separated)"), "{text}");
+        assert!(line("overwrite=<true|false>").contains("[default: false]"), "{text}");
+        assert!(line("--dry-run").contains("print only"), "{text}");
+        // The rewrite keeps the help column aligned: every key's help starts where clap put it.
+        // Where the help text starts: after the key's column and its padding.
+        let column = |l: &str| {
+            let key_end = l.len() - l.trim_start().len() + l.trim_start().find("  ").unwrap();
+            key_end + l[key_end..].len() - l[key_end..].trim_start().len()
+        };
+        assert_eq!(column(line("groups=")), column(line("overwrite=")), "{text}");
+        assert!(!text.contains("--groups"), "{text}");
+        // `help` as a word asks for the same page.
+        assert_eq!(spec().parse(["help"]).unwrap_err(), CliError::Help(text));
+    }
+
+    #[test]
+    fn subcommands_parse_suggest_and_refuse_a_missing_one() {
+        let (name, args) = commands().parse(["pack", "groups=3"]).unwrap();
+        assert_eq!(name, "pack");
+        assert_eq!(args.get::<usize>("groups").unwrap(), 3);
+        let err = commands().parse(["pakc"]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown command `pakc` (did you mean `pack`?); expected one of synth, pack"
+        );
+        assert_eq!(err.exit_code(), EXIT_USAGE);
+        let err = commands().parse(Vec::<String>::new()).unwrap_err();
+        assert!(err.to_string().starts_with("no command given; expected one of synth, pack"));
+        assert_eq!(err.exit_code(), EXIT_USAGE);
+        // A subcommand's key errors name its keys.
+        let err = commands().parse(["synth", "grups=1"]).unwrap_err();
+        assert!(err.to_string().contains("(did you mean `groups`?)"), "{err}");
+        let Err(CliError::Help(text)) = commands().parse(["--help"]) else { panic!("no help") };
+        assert!(text.contains("synth") && text.contains("pack"), "{text}");
+        let Err(CliError::Help(text)) = commands().parse(["synth", "--help"]) else {
+            panic!("no help")
+        };
+        assert!(text.contains("-- synth [key=value ...]") && text.contains("groups=<N>"), "{text}");
+    }
+
+    #[test]
+    fn completions_are_printed_for_a_shell() {
+        let Err(CliError::Help(script)) = spec().parse(["--completions", "bash"]) else {
+            panic!("no script")
+        };
+        assert!(script.contains("--groups") && script.contains("complete"), "{script}");
+    }
+
+    #[test]
+    fn choices_are_read_from_the_accepts_text() {
+        assert_eq!(choices("soft|hard"), Some(vec!["soft", "hard"]));
+        assert_eq!(choices("list of none|naive|self-distributed").unwrap().len(), 3);
+        assert_eq!(choices("integer >= 0"), None);
+        assert_eq!(choices("ndarray|flex|wgpu|cuda (compiled ones)"), None);
+        assert_eq!(choices("a"), None);
     }
 }
