@@ -29,6 +29,8 @@ pub struct BenchCase {
     pub model: GroupFaceConfig,
     /// Identities of the classifier.
     pub classes: usize,
+    /// Partial FC's share of the class centres per step (1: the full classifier).
+    pub sample_rate: f64,
     /// Images per step.
     pub batch: usize,
     /// Timed steps.
@@ -53,6 +55,10 @@ pub struct BenchResult {
     pub mode: String,
     /// Images per step.
     pub batch: usize,
+    /// Identities of the classifier.
+    pub classes: usize,
+    /// Partial FC's share of the class centres per step.
+    pub sample_rate: f64,
     /// Timed steps.
     pub steps: usize,
     /// Backend.
@@ -85,8 +91,10 @@ impl BackendJob for BenchCase {
 
     fn run<B: TrainBackend>(self, device: B::Device) -> BenchResult {
         B::seed(&device, 0);
-        let criterion =
-            CriterionConfig::new(MarginSoftmaxConfig::new(self.classes, self.model.output_width()));
+        let criterion = CriterionConfig::new(
+            MarginSoftmaxConfig::new(self.classes, self.model.output_width())
+                .with_sample_rate(self.sample_rate),
+        );
         let mut model = TrainModel::<B>::new(
             &self.model,
             &criterion,
@@ -117,7 +125,12 @@ impl BackendJob for BenchCase {
             if step == self.warmup {
                 start = Instant::now();
             }
-            let batch = FaceBatch { images: images.clone(), labels: classes.clone(), step: None };
+            // A step key, as the training loader gives, so Partial FC draws a sample per step.
+            let batch = FaceBatch {
+                images: images.clone(),
+                labels: classes.clone(),
+                step: Some((0, step)),
+            };
             let (next, output) = learner_step(model, &mut optimizer, batch, 0.01);
             model = next;
             last = Some(output.loss);
@@ -132,6 +145,8 @@ impl BackendJob for BenchCase {
             groups: self.model.groups,
             mode: self.model.mode.to_string(),
             batch: self.batch,
+            classes: self.classes,
+            sample_rate: self.sample_rate,
             steps: self.steps,
             backend: self.backend,
             precision: self.precision,

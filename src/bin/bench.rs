@@ -74,6 +74,12 @@ fn spec() -> Spec {
             help: "identities of the classifier",
         },
         Key {
+            name: "sample_rate",
+            default: Some("1"),
+            accepts: "number in (0, 1]",
+            help: "Partial FC: share of the class centres each step uses (1: all)",
+        },
+        Key {
             name: "backend",
             default: None,
             accepts: "a compiled backend (see --help of train)",
@@ -207,6 +213,7 @@ fn run() -> Result<(), CliError> {
             backbone: name,
             model,
             classes: args.get("classes")?,
+            sample_rate: args.get("sample_rate")?,
             batch: args.get("batch")?,
             steps: args.get("steps")?,
             warmup: args.get("warmup")?,

@@ -48,6 +48,12 @@ fn spec() -> Spec {
         key("straight_through", Some("false"), "true|false", "ArcFace margin without its gradient"),
         key("center_loss", Some("0"), "number >= 0", "weight of the Center loss (0: off)"),
         key(
+            "sample_rate",
+            Some("1"),
+            "number in (0, 1]",
+            "Partial FC: share of the class centres each step trains against (1: all)",
+        ),
+        key(
             "data",
             Some("synthetic"),
             "synthetic, a folder (one subfolder per identity) or a .rec file",
@@ -94,6 +100,18 @@ fn spec() -> Spec {
             "held-out identities for verification (never trained on)",
         ),
         key("eval_images", Some("5"), "integer >= 2", "images per held-out identity"),
+        key(
+            "val",
+            None,
+            "list of insightface .bin files",
+            "validation targets (lfw.bin, cfp_fp.bin, ...): measured at each epoch's end, named by stem",
+        ),
+        key(
+            "val_every",
+            Some("0"),
+            "integer >= 0",
+            "also measure the val= targets every this many steps (0: at each epoch's end only)",
+        ),
         key("eval_pairs", Some("3000"), "multiple of 20", "pairs of the 10-fold protocol"),
         key("momentum", Some("0.9"), "number in [0, 1)", "SGD momentum"),
         key("weight_decay", Some("5e-4"), "number >= 0", "weight decay"),
@@ -188,8 +206,7 @@ fn config_from_args(args: &cli::Args) -> Result<TrainConfig, CliError> {
                 ));
             }
             // Stored absolute, so `eval model=RUN` finds the held-out identities from anywhere.
-            let absolute = std::fs::canonicalize(path).map(|p| p.display().to_string());
-            Some(absolute.unwrap_or_else(|_| path.to_string()))
+            Some(absolute(path))
         }
     };
     let identities: usize = args.get("identities")?;
@@ -197,7 +214,8 @@ fn config_from_args(args: &cli::Args) -> Result<TrainConfig, CliError> {
         .with_kind(kind)
         .with_margin(args.get_opt("m")?)
         .with_scale(args.get("s")?)
-        .with_straight_through(straight_through);
+        .with_straight_through(straight_through)
+        .with_sample_rate(args.get("sample_rate")?);
     let criterion = CriterionConfig::new(margin)
         .with_lambda(args.get("lambda")?)
         .with_center_weight(args.get("center_loss")?);
@@ -241,6 +259,8 @@ fn config_from_args(args: &cli::Args) -> Result<TrainConfig, CliError> {
         .with_clip_grad_norm(args.get("clip_grad_norm")?)
         .with_devices(args.get("devices")?)
         .with_nodes(args.get("nodes")?)
+        .with_val(args.get_list::<String>("val")?.iter().map(|p| absolute(p)).collect())
+        .with_val_every(args.get("val_every")?)
         .with_data_path(data_path);
     if config.data_path.is_none() {
         return Ok(config);
@@ -251,6 +271,11 @@ fn config_from_args(args: &cli::Args) -> Result<TrainConfig, CliError> {
     let mut config = config;
     config.criterion.margin.classes = classes;
     Ok(config)
+}
+
+/// `path` made absolute when it exists, so a repeated run (`config=`) finds it from anywhere.
+fn absolute(path: &str) -> String {
+    std::fs::canonicalize(path).map_or_else(|_| path.to_string(), |p| p.display().to_string())
 }
 
 /// This process's place in a `nodes=` run: `rank=` and `master=` are needed exactly

@@ -332,7 +332,7 @@ impl HeldOut {
 
 /// insightface's 10-fold verification of plain cosine similarity on `pairs`: the raw
 /// flip-sums, normalised in f64 as insightface's numpy code does.
-fn plain_verification(
+pub(crate) fn plain_verification(
     embeddings: &Embeddings,
     pairs: &[(usize, usize, bool)],
 ) -> Result<verification::VerificationResult, String> {

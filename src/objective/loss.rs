@@ -73,6 +73,11 @@ pub struct MarginSoftmaxConfig {
     /// the paper's ArcFace uses the exact gradient.
     #[config(default = false)]
     pub straight_through: bool,
+    /// Partial FC (An et al. 2022; arcface_torch's `sample_rate`): the share of the class
+    /// centres each training step is computed against: every class of the batch plus random
+    /// others up to `⌊rate·C⌋`. 1.0 is the full classifier.
+    #[config(default = 1.0)]
+    pub sample_rate: f64,
 }
 
 impl MarginSoftmaxConfig {
@@ -123,6 +128,13 @@ impl MarginSoftmaxConfig {
             };
             return Err(ConfigError::new("m", expected, m.to_string()));
         }
+        if !(self.sample_rate > 0.0 && self.sample_rate <= 1.0) {
+            return Err(ConfigError::new(
+                "sample_rate",
+                "a share of the class centres in (0, 1]",
+                self.sample_rate.to_string(),
+            ));
+        }
         if self.straight_through && self.kind != MarginKind::ArcFace {
             return Err(ConfigError::new(
                 "straight_through",
@@ -147,7 +159,80 @@ impl MarginSoftmaxConfig {
             m3,
             scale: self.scale,
             straight_through: self.straight_through,
+            sample_rate: self.sample_rate,
         }
+    }
+}
+
+/// The class centres one Partial FC step is computed against: `index` holds every class of
+/// the batch and random others, ascending; `labels` are the batch's labels as positions in
+/// `index`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassSample {
+    /// Sampled class indices, ascending, no repeats.
+    pub index: Vec<i64>,
+    /// The batch's labels as positions in `index`.
+    pub labels: Vec<i64>,
+}
+
+impl ClassSample {
+    /// How many centres a step uses at `rate` of `classes` (arcface_torch's
+    /// `int(sample_rate * num_local)`), before the batch's own classes are added.
+    pub fn size(rate: f64, classes: usize) -> usize {
+        ((rate * classes as f64) as usize).clamp(1, classes)
+    }
+
+    /// Every class, in order: the full classifier written as a sample.
+    pub fn all(labels: &[i64], classes: usize) -> Self {
+        Self { index: (0..classes as i64).collect(), labels: labels.to_vec() }
+    }
+
+    /// The batch's classes plus `size(rate, classes) − positives` others drawn uniformly
+    /// without repeats (Floyd's algorithm, O(drawn) time and memory, so a 10⁶-class step does
+    /// not allocate per class). arcface_torch draws the same distribution with a
+    /// `topk` over `rand(C)`; the draws differ, the law is the same.
+    ///
+    /// # Panics
+    /// If a label is outside `0..classes` (the data loader's labels are checked when read).
+    pub fn draw(labels: &[i64], classes: usize, rate: f64, seed: u64) -> Self {
+        let mut positives = labels.to_vec();
+        positives.sort_unstable();
+        positives.dedup();
+        assert!(
+            positives.first().is_none_or(|&c| c >= 0)
+                && positives.last().is_none_or(|&c| (c as usize) < classes),
+            "a label outside 0..{classes}"
+        );
+        let others = classes - positives.len();
+        let wanted = Self::size(rate, classes).max(positives.len()) - positives.len();
+        // Floyd: for j in n−k..n, take t = below(j+1), or j itself when t is taken already.
+        let mut rng = crate::data::rng::SplitMix64::new(seed);
+        let mut taken = std::collections::HashSet::with_capacity(wanted);
+        for j in others - wanted..others {
+            let t = rng.below(j + 1);
+            if !taken.insert(t) {
+                taken.insert(j);
+            }
+        }
+        // The r-th class that is not a positive, for ascending r.
+        let mut ranks: Vec<usize> = taken.into_iter().collect();
+        ranks.sort_unstable();
+        let mut negatives = Vec::with_capacity(ranks.len());
+        let mut passed = 0;
+        for rank in ranks {
+            while passed < positives.len() && positives[passed] as usize <= rank + passed {
+                passed += 1;
+            }
+            negatives.push((rank + passed) as i64);
+        }
+        let mut index = positives;
+        index.extend(negatives);
+        index.sort_unstable();
+        let labels = labels
+            .iter()
+            .map(|label| index.binary_search(label).expect("a positive is sampled") as i64)
+            .collect();
+        Self { index, labels }
     }
 }
 
@@ -169,6 +254,8 @@ pub struct MarginSoftmax<B: Backend> {
     pub scale: f64,
     /// Straight-through ArcFace margin.
     pub straight_through: bool,
+    /// Partial FC's share of centres per training step (1: all).
+    pub sample_rate: f64,
 }
 
 /// What the margin softmax computes.
@@ -187,10 +274,41 @@ impl<B: Backend> MarginSoftmax<B> {
     /// - `embedding`: `[batch, width]` (need not be normalised)
     /// - `labels`: `[batch]` identity indices `< C`
     pub fn forward(&self, embedding: Tensor<B, 2>, labels: Tensor<B, 1, Int>) -> MarginOutput<B> {
+        self.forward_against(embedding, self.weight.val(), labels)
+    }
+
+    /// Partial FC: the loss against the sampled centres only. The rows of W outside the
+    /// sample get an exactly zero gradient (what arcface_torch's `weight[index]` gives), and
+    /// the logits, `cosine` and softmax are `[batch, S]` instead of `[batch, C]`.
+    ///
+    /// # Shapes
+    /// - `embedding`: `[batch, width]`; `sample.labels`: `batch` positions in `sample.index`
+    /// - output `logits` and `cosine`: `[batch, S]` with `S = sample.index.len()`
+    pub fn forward_sampled(
+        &self,
+        embedding: Tensor<B, 2>,
+        sample: &ClassSample,
+    ) -> MarginOutput<B> {
+        let device = embedding.device();
         let [batch, _] = embedding.dims();
-        let classes = self.weight.dims()[0];
+        let index = TensorData::new(sample.index.clone(), [sample.index.len()]);
+        let labels = TensorData::new(sample.labels.clone(), [batch]);
+        let weight = self.weight.val().select(0, Tensor::from_data(index, &device));
+        self.forward_against(embedding, weight, Tensor::from_data(labels, &device))
+    }
+
+    /// The margin softmax of `embedding` against the rows of `weight` (`[C', width]`), with
+    /// `labels` in `0..C'`.
+    fn forward_against(
+        &self,
+        embedding: Tensor<B, 2>,
+        weight: Tensor<B, 2>,
+        labels: Tensor<B, 1, Int>,
+    ) -> MarginOutput<B> {
+        let [batch, _] = embedding.dims();
+        let classes = weight.dims()[0];
         let x = l2_normalize(embedding);
-        let w = l2_normalize(self.weight.val());
+        let w = l2_normalize(weight);
         let cosine = x.matmul(w.transpose()).clamp(-1.0, 1.0);
         let index = labels.clone().reshape([batch, 1]);
         let target = cosine.clone().gather(1, index);
@@ -388,20 +506,38 @@ pub struct LossTerms<B: Backend> {
     pub grouping: Option<Tensor<B, 1>>,
     /// The Center loss, when enabled.
     pub center: Option<Tensor<B, 1>>,
-    /// Plain cosine similarities to every class, `[batch, C]`.
+    /// Plain cosine similarities to every class, `[batch, C]`, or to the sampled ones,
+    /// `[batch, S]`, under Partial FC.
     pub cosine: Tensor<B, 2>,
+    /// The batch's labels as columns of `cosine`, `[batch]`: the labels themselves, or their
+    /// positions in the sample.
+    pub targets: Tensor<B, 1, Int>,
 }
 
 impl<B: Backend> Criterion<B> {
     /// The total loss of one batch. `group_labels` come from a
-    /// [`GroupLabeler`](crate::objective::labels::GroupLabeler); `None` means no self-grouping loss.
+    /// [`GroupLabeler`](crate::objective::labels::GroupLabeler); `None` means no self-grouping
+    /// loss. `sample` restricts the margin softmax to a Partial FC sample drawn for `classes`
+    /// (the Center loss still sees every class of the batch).
     pub fn forward(
         &self,
         output: &GroupFaceOutput<B>,
         classes: Tensor<B, 1, Int>,
         group_labels: Option<Tensor<B, 1, Int>>,
+        sample: Option<&ClassSample>,
     ) -> LossTerms<B> {
-        let margin = self.margin.forward(output.embedding.clone(), classes.clone());
+        let (margin, targets) = match sample {
+            Some(sample) => {
+                let targets = TensorData::new(sample.labels.clone(), [sample.labels.len()]);
+                (
+                    self.margin.forward_sampled(output.embedding.clone(), sample),
+                    Tensor::from_data(targets, &classes.device()),
+                )
+            }
+            None => {
+                (self.margin.forward(output.embedding.clone(), classes.clone()), classes.clone())
+            }
+        };
         let mut total = margin.loss.clone();
         let grouping = match (&output.groups, group_labels) {
             (Some(groups), Some(labels)) => {
@@ -416,6 +552,63 @@ impl<B: Backend> Criterion<B> {
             total = total.clone() + lc.clone() * self.center_weight;
             lc
         });
-        LossTerms { total, classification: margin.loss, grouping, center, cosine: margin.cosine }
+        LossTerms {
+            total,
+            classification: margin.loss,
+            grouping,
+            center,
+            cosine: margin.cosine,
+            targets,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every class of the batch, `⌊rate·C⌋` in all (never fewer than the batch's classes),
+    /// ascending without repeats, the labels mapped to their positions; the same seed draws
+    /// the same sample.
+    #[test]
+    fn a_sample_holds_the_batch_and_has_the_asked_size() {
+        let labels = [7i64, 3, 7, 12, 0];
+        for (rate, size) in [(0.5, 10), (0.25, 5), (0.1, 4), (0.05, 4), (1.0, 20)] {
+            let sample = ClassSample::draw(&labels, 20, rate, 9);
+            assert_eq!(sample.index.len(), size, "rate {rate}");
+            assert!(sample.index.windows(2).all(|w| w[0] < w[1]), "{:?}", sample.index);
+            assert!(sample.index.iter().all(|&c| (0..20).contains(&c)));
+            for (label, position) in labels.iter().zip(&sample.labels) {
+                assert_eq!(sample.index[*position as usize], *label);
+            }
+            assert_eq!(sample, ClassSample::draw(&labels, 20, rate, 9));
+        }
+        assert_ne!(ClassSample::draw(&labels, 20, 0.5, 1), ClassSample::draw(&labels, 20, 0.5, 2));
+    }
+
+    /// The law of the other classes: uniform without repeats. With C = 10, positives {3, 7}
+    /// and rate 0.5 (5 centres), 3 of the 8 others are drawn, so each is in a sample with
+    /// probability 3/8; over 4000 draws its count is Binomial(4000, 0.375): mean 1500,
+    /// standard deviation √(4000·0.375·0.625) = 30.6. Bounds of ±5 sd (±153).
+    #[test]
+    fn the_other_classes_are_drawn_uniformly() {
+        let mut counts = [0usize; 10];
+        for seed in 0..4000 {
+            for c in ClassSample::draw(&[3, 7, 3], 10, 0.5, seed).index {
+                counts[c as usize] += 1;
+            }
+        }
+        assert_eq!((counts[3], counts[7]), (4000, 4000));
+        for (class, &count) in counts.iter().enumerate().filter(|(c, _)| ![3, 7].contains(c)) {
+            assert!((1347..=1653).contains(&count), "class {class}: {count} of 4000");
+        }
+    }
+
+    #[test]
+    fn a_rate_outside_zero_to_one_is_refused_by_name() {
+        for rate in [0.0, -0.1, 1.5, f64::NAN] {
+            let error = MarginSoftmaxConfig::new(10, 4).with_sample_rate(rate).validate();
+            assert!(format!("{}", error.unwrap_err()).contains("sample_rate"), "rate {rate}");
+        }
     }
 }

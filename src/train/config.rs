@@ -116,6 +116,15 @@ pub struct TrainConfig {
     /// every epoch (`crate::train::cluster`): the global batch is `nodes * devices * batch`.
     #[config(default = 1)]
     pub nodes: usize,
+    /// Validation targets (arcface_torch's `val_targets`): insightface `.bin` verification
+    /// sets measured during training, each named after its file's stem
+    /// ([`crate::evaluate::targets`]).
+    #[config(default = "Vec::new()")]
+    pub val: Vec<String>,
+    /// Measure the targets every this many optimiser steps as well as at each epoch's end;
+    /// 0: at each epoch's end only.
+    #[config(default = 0)]
+    pub val_every: usize,
 }
 
 /// SGD as PyTorch runs it: dampening 0 (Burn's default is 0.1), no momentum or decay term
@@ -137,6 +146,8 @@ impl TrainConfig {
         self.check_steps()?;
         self.check_schedule()?;
         self.eval.validate()?;
+        crate::evaluate::targets::check_target_paths(&self.val)
+            .map_err(|e| ConfigError::new("val", "`.bin` files with different plain stems", e))?;
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             return Err(ConfigError::new(
                 "weight_decay",
@@ -145,6 +156,19 @@ impl TrainConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The metric names of the `val=` targets, as the Learner logs them and `metrics.csv`
+    /// lists them: `Verification <stem>` and `Verification <stem> best` of each.
+    pub fn val_metric_names(&self) -> Vec<String> {
+        let stems = self.val.iter().map(|p| {
+            std::path::Path::new(p)
+                .file_stem()
+                .map_or(String::new(), |s| s.to_string_lossy().into())
+        });
+        stems
+            .flat_map(|s| [format!("Verification {s}"), format!("Verification {s} best")])
+            .collect()
     }
 
     /// The model, the margin head and the data agree on widths, classes and image side.

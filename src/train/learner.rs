@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
+use burn::module::AutodiffModule;
 use burn::prelude::*;
-use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Transaction;
 use burn::train::logger::{FileMetricLogger, MetricLogger};
 use burn::train::metric::state::{FormatOptions, NumericMetricState};
@@ -17,7 +17,9 @@ use burn::train::metric::{
 use burn::train::{InferenceStep, TrainOutput, TrainStep};
 
 use crate::backend::conv::ConvBackend;
+use crate::backend::conv::TrainBackend;
 use crate::data::dataset::FaceBatch;
+use crate::evaluate::targets::TargetScores;
 use crate::train::step::{clip_grad_norm, TrainModel};
 use burn::optim::{GradientsParams, Optimizer};
 
@@ -47,6 +49,8 @@ pub struct StepOutput<B: Backend> {
     /// Verification accuracy on the held-out identities, from the first validation step of
     /// an epoch (see [`crate::evaluate::held_out::VerificationProbe`]); `None` on every other step.
     pub verification: Option<f64>,
+    /// The `.bin` validation targets, on the step that measured them.
+    pub val: Option<TargetScores>,
 }
 
 impl<B: Backend> ItemLazy for StepOutput<B> {
@@ -78,6 +82,7 @@ impl<B: Backend> ItemLazy for StepOutput<B> {
             confidence: Tensor::from_data(confidence, &device),
             num_groups: self.num_groups,
             verification: self.verification,
+            val: self.val,
         }
     }
 }
@@ -111,6 +116,8 @@ pub struct GroupFaceMetricInput {
     pub batch: usize,
     /// Held-out verification accuracy, on the step that computed it.
     pub verification: Option<f64>,
+    /// The `.bin` validation targets, on the step that measured them.
+    pub val: Option<TargetScores>,
 }
 
 impl<B: Backend> Adaptor<GroupFaceMetricInput> for StepOutput<B> {
@@ -140,6 +147,7 @@ impl<B: Backend> Adaptor<GroupFaceMetricInput> for StepOutput<B> {
             confidence: scalar(&self.confidence),
             batch,
             verification: self.verification,
+            val: self.val.clone(),
         }
     }
 }
@@ -296,6 +304,69 @@ impl Numeric for GroupFaceMetric {
     }
 }
 
+/// The accuracy of one `.bin` validation target (`Verification <name>`), or its best so far
+/// in the run (`Verification <name> best`), from the steps that measured it.
+#[derive(Clone)]
+pub struct TargetMetric {
+    index: usize,
+    best: bool,
+    name: MetricName,
+    state: NumericMetricState,
+    last: Option<f64>,
+}
+
+impl TargetMetric {
+    /// The metric of target `index` of the run's `val=` list, called `name`.
+    pub fn new(index: usize, name: &str, best: bool) -> Self {
+        let name = format!("Verification {name}{}", if best { " best" } else { "" });
+        Self { index, best, name: Arc::new(name), state: Default::default(), last: None }
+    }
+}
+
+impl Metric for TargetMetric {
+    type Input = GroupFaceMetricInput;
+
+    fn name(&self) -> MetricName {
+        self.name.clone()
+    }
+
+    fn attributes(&self) -> MetricAttributes {
+        NumericAttributes { unit: None, higher_is_better: true }.into()
+    }
+
+    fn update(&mut self, item: &Self::Input, _metadata: &MetricMetadata) -> SerializedEntry {
+        // As the held-out verification: weight 1 on a measuring step and 0 on the others, so
+        // the epoch's value is the mean of its measurements (one at the epoch's end).
+        let measured = item.val.as_ref().and_then(|scores| {
+            let values = if self.best { &scores.best } else { &scores.accuracy };
+            values.get(self.index).copied()
+        });
+        let (value, weight) = match measured {
+            Some(v) => {
+                self.last = Some(v);
+                (v, 1)
+            }
+            None => (self.last.unwrap_or(0.0), 0),
+        };
+        self.state.update(value, weight, FormatOptions::new(self.name()).precision(4))
+    }
+
+    fn clear(&mut self) {
+        self.state.reset();
+        self.last = None;
+    }
+}
+
+impl Numeric for TargetMetric {
+    fn value(&self) -> NumericEntry {
+        self.state.current_value()
+    }
+
+    fn running_value(&self) -> NumericEntry {
+        self.state.running_value()
+    }
+}
+
 impl<B: ConvBackend> TrainModel<B> {
     /// One step's loss terms and metric inputs. `update_window` is false for validation, which
     /// labels groups with the current E[p] estimate without moving it.
@@ -320,7 +391,9 @@ impl<B: ConvBackend> TrainModel<B> {
             Some(labels) => labels.clone(),
             None => Tensor::full([batch_size], -1, &device),
         };
-        let terms = self.criterion.forward(&output, batch.labels.clone(), group_labels);
+        let sample = if update_window { self.class_sample(&batch.labels, step) } else { None };
+        let terms =
+            self.criterion.forward(&output, batch.labels.clone(), group_labels, sample.as_ref());
         let (groups, num_groups, confidence) = match &output.groups {
             Some(g) => (
                 g.probs.clone().argmax(1).reshape([batch_size]),
@@ -334,23 +407,42 @@ impl<B: ConvBackend> TrainModel<B> {
             grouping: terms.grouping.unwrap_or_else(|| Tensor::zeros([1], &device)),
             classification: terms.classification,
             cosine: terms.cosine,
-            targets: batch.labels,
+            targets: terms.targets,
             groups,
             labels,
             confidence,
             num_groups,
             verification: None,
+            val: None,
         }
     }
 }
 
-impl<B: AutodiffBackend + ConvBackend> TrainStep for TrainModel<B> {
+impl<B: TrainBackend> TrainStep for TrainModel<B> {
     type Input = FaceBatch<B>;
     type Output = StepOutput<B>;
 
     fn step(&self, batch: FaceBatch<B>) -> TrainOutput<StepOutput<B>> {
         let position = batch.step;
-        let output = self.step_output(batch, true);
+        // `val_every`: the model as this step finds it is the model after the steps before
+        // it, so step s measures after s − 1 updates (an epoch's last update is measured by
+        // the end-of-epoch measurement instead).
+        let val = match (&self.targets, position) {
+            (Some(targets), Some(key)) => {
+                let (step, epoch) = self.guard.place(key);
+                let done = step - 1;
+                (done % self.guard.per_epoch() != 0)
+                    .then(|| {
+                        let device = batch.images.device();
+                        targets.at_step(&self.model.valid(), epoch, done, &device)
+                    })
+                    .flatten()
+            }
+            _ => None,
+        };
+        let mut output = self.step_output(batch, true);
+        output.val = val;
+        let output = output;
         // One read of three scalars per step; the metrics read them anyway.
         let [total, l1, l2] = Transaction::default()
             .register(output.loss.clone())
@@ -384,7 +476,7 @@ impl<B: AutodiffBackend + ConvBackend> TrainStep for TrainModel<B> {
 /// One optimiser step as burn-train's Learner runs it, less its metrics: the model's
 /// [`TrainStep`] (forward, guard, backward, clipping), then the optimiser. The benchmark times
 /// this, so that its figures are those of a training run.
-pub fn learner_step<B: AutodiffBackend + ConvBackend, O: Optimizer<TrainModel<B>, B>>(
+pub fn learner_step<B: TrainBackend, O: Optimizer<TrainModel<B>, B>>(
     model: TrainModel<B>,
     optimizer: &mut O,
     batch: FaceBatch<B>,
@@ -403,6 +495,11 @@ impl<B: ConvBackend> InferenceStep for TrainModel<B> {
         let mut output = self.step_output(batch, false);
         if let Some(probe) = self.probe.as_ref().filter(|p| p.take_due()) {
             output.verification = probe.accuracy(&self.model, &device);
+        }
+        if let Some(targets) = &self.targets {
+            let step = self.guard.steps_done();
+            let epoch = step.div_ceil(self.guard.per_epoch());
+            output.val = targets.at_epoch_end(&self.model, epoch, step, &device);
         }
         output
     }
@@ -486,6 +583,7 @@ mod tests {
             confidence: 0.0,
             batch: 4,
             verification: None,
+            val: None,
         };
         let mut metric = GroupFaceMetric::new(GroupFaceQuantity::GroupingLoss);
         metric.update(&input, &metadata);

@@ -20,12 +20,15 @@ use crate::backend::conv::TrainBackend;
 use crate::backend::{BackendJob, BackendKind};
 use crate::data::loader::{EpochLoader, MissingHook};
 use crate::evaluate::held_out::{evaluate_held_out, RunReport, VerificationProbe};
+use crate::evaluate::targets::ValTargets;
 use crate::objective::labels::{GroupLabeler, LabelMethod};
 use crate::train::cluster::{CollectiveStrategy, NodeLaunch};
 use crate::train::config::read_config;
 use crate::train::config::TrainConfig;
 use crate::train::data::{open_data, TrainData};
-use crate::train::learner::{GroupFaceMetric, GroupFaceQuantity, ResumedMetricLogger};
+use crate::train::learner::{
+    GroupFaceMetric, GroupFaceQuantity, ResumedMetricLogger, TargetMetric,
+};
 use crate::train::renderer::{EpochLines, QuietRenderer};
 use crate::train::run_dir::{
     complete_checkpoints, last_checkpoint, load_labels, prepare_run_dir, save_atomically,
@@ -125,6 +128,8 @@ type Components<B> = LearningComponentsMarker<
 struct Watch {
     guard: Arc<StepGuard>,
     probe: Arc<VerificationProbe>,
+    /// The `val=` targets, if any.
+    targets: Option<Arc<ValTargets>>,
     interrupter: Interrupter,
     /// An image that cannot be read stops the run at once, naming it.
     on_missing: MissingHook,
@@ -136,9 +141,10 @@ impl Watch {
     fn new(
         config: &TrainConfig,
         data: &TrainData,
+        out: &Path,
         done_epochs: usize,
         progress: Option<Arc<dyn Progress>>,
-    ) -> Self {
+    ) -> Result<Self, String> {
         let per_epoch = config.steps_per_epoch(data.train.len());
         let interrupter = Interrupter::new();
         let guard = Arc::new(StepGuard::new(
@@ -164,7 +170,21 @@ impl Watch {
                 guard.stop(format!("epoch {epoch}: an image could not be read: {what}"));
             })
         };
-        Watch { guard, probe, interrupter, on_missing, progress }
+        let targets = if config.val.is_empty() {
+            None
+        } else {
+            let targets = ValTargets::load(
+                &config.val,
+                config.model.backbone.input_side,
+                config.val_every,
+                config.batch,
+                config.eval.mode,
+                out.join("val_targets.csv"),
+                Some(done_epochs),
+            )?;
+            Some(Arc::new(targets))
+        };
+        Ok(Watch { guard, probe, targets, interrupter, on_missing, progress })
     }
 }
 
@@ -201,7 +221,7 @@ impl TrainRun {
         let config = &self.config;
         let started = Instant::now();
         let data = open_data(config)?;
-        let watch = Watch::new(config, &data, resume_from.unwrap_or(0), progress);
+        let watch = Watch::new(config, &data, &self.out, resume_from.unwrap_or(0), progress)?;
         let model = self.initial_model::<B>(resume_from, &watch, &device)?;
         let labeler = model.labeler.clone();
         let (training, collective_failure) = self.supervised_training::<B>(
@@ -345,6 +365,7 @@ impl TrainRun {
         }
         model.guard = watch.guard.clone();
         model.probe = Some(watch.probe.clone());
+        model.targets = watch.targets.clone();
         if let Some(epoch) = resume_from {
             let history = load_labels(&self.out, epoch)?;
             model.labeler.lock().map_err(|_| "label window lock poisoned")?.restore(&history);
@@ -370,8 +391,12 @@ impl TrainRun {
             let device = device.clone();
             let seed = config.seed;
             let probe = watch.probe.clone();
+            let targets = watch.targets.clone();
             Arc::new(move |epoch: usize| {
                 probe.arm();
+                if let Some(targets) = &targets {
+                    targets.arm();
+                }
                 if epoch > 1 {
                     let history = labeler.lock().map(|l| l.history()).unwrap_or_default();
                     if let Err(e) = save_labels(&dir, epoch - 1, &history) {
@@ -465,7 +490,17 @@ impl TrainRun {
             .metric_train_numeric(metric(GroupFaceQuantity::GroupConfidence))
             .metric_valid_numeric(metric(GroupFaceQuantity::GroupConfidence))
             .metric_train_numeric(LearningRateMetric::new())
-            .metric_valid_numeric(metric(GroupFaceQuantity::VerificationAccuracy))
+            .metric_valid_numeric(metric(GroupFaceQuantity::VerificationAccuracy));
+        for (index, name) in self.config.val.iter().enumerate() {
+            let name = crate::evaluate::targets::target_name(Path::new(name)).unwrap_or_default();
+            for best in [false, true] {
+                training = training.metric_valid_numeric(TargetMetric::new(index, &name, best));
+                if self.config.val_every > 0 {
+                    training = training.metric_train_numeric(TargetMetric::new(index, &name, best));
+                }
+            }
+        }
+        let mut training = training
             .with_interrupter(watch.interrupter.clone())
             .with_file_checkpointer(AtomicRecorder::default())
             .with_training_strategy(strategy)
@@ -575,7 +610,7 @@ impl TrainRun {
             Some(&self.out),
         )?;
         let eval_seconds = started.elapsed().as_secs_f64();
-        write_metrics_csv(&self.out, config.epochs)?;
+        write_metrics_csv(&self.out, config.epochs, &config.val_metric_names())?;
         crate::train::curves::write_training_curves(&self.out)?;
         report.write(&self.out).map_err(|e| e.to_string())?;
         Ok(TrainOutcome { dir: self.out, report, train_seconds, eval_seconds, earlier: false })
@@ -598,7 +633,8 @@ fn seeded_model<B: AutodiffBackend>(config: &TrainConfig, device: &B::Device) ->
         config.label_window,
         device,
     )
-    .with_label_space(config.label_space);
+    .with_label_space(config.label_space)
+    .with_sample_seed(config.seed);
     // Parameters are initialised lazily, on first use; draw them all now, under the lock.
     let record = model.clone().into_record();
     model.load_record(record)

@@ -287,10 +287,12 @@ pub fn save_atomically<B: Backend, M: Module<B>>(module: &M, path: &Path) -> Res
 
 /// Writes `metrics.csv`: one row per epoch and split with every logged metric (epoch means;
 /// the held-out verification accuracy is measured once per validation epoch).
-pub(crate) fn write_metrics_csv(dir: &Path, epochs: usize) -> Result<(), String> {
-    let summary = LearnerSummary::new(dir, &CSV_METRICS)?;
+pub(crate) fn write_metrics_csv(dir: &Path, epochs: usize, extra: &[String]) -> Result<(), String> {
+    let names: Vec<&str> =
+        CSV_METRICS.iter().copied().chain(extra.iter().map(String::as_str)).collect();
+    let summary = LearnerSummary::new(dir, &names)?;
     let mut csv = String::from("epoch,split");
-    for name in CSV_METRICS {
+    for &name in &names {
         csv.push(',');
         csv.push_str(&name.to_lowercase().replace([' ', '(', ')'], "_").replace("__", "_"));
     }
@@ -298,7 +300,7 @@ pub(crate) fn write_metrics_csv(dir: &Path, epochs: usize) -> Result<(), String>
     for (split, metrics) in [("train", &summary.metrics.train), ("valid", &summary.metrics.valid)] {
         for epoch in 1..=epochs {
             csv.push_str(&format!("{epoch},{split}"));
-            for name in CSV_METRICS {
+            for &name in &names {
                 let value = metrics
                     .iter()
                     .find(|m| m.name == name)

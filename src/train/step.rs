@@ -12,7 +12,7 @@ use burn::train::Interrupter;
 use crate::backend::conv::ConvBackend;
 use crate::model::{GroupFace, GroupFaceConfig, GroupFaceOutput};
 use crate::objective::labels::{GroupLabeler, LabelMethod, LabelSpace};
-use crate::objective::loss::{Criterion, CriterionConfig, LossTerms};
+use crate::objective::loss::{ClassSample, Criterion, CriterionConfig, LossTerms};
 
 /// The model and its criterion (class weights W, optional class centres) as one module, so one
 /// optimiser and one checkpoint cover both, plus the group labeler whose E[p] window the
@@ -34,6 +34,14 @@ pub struct TrainModel<B: Backend> {
     /// for the dashboard's "Verification accuracy"; shared by clones of the model.
     #[module(skip)]
     pub probe: Option<Arc<crate::evaluate::held_out::VerificationProbe>>,
+    /// Seed of the Partial FC draws (with the step's epoch and position, so a resumed run
+    /// draws what the uninterrupted one drew).
+    #[module(skip)]
+    pub sample_seed: u64,
+    /// The `.bin` validation targets (`val=`), measured at each epoch's end and every
+    /// `val_every` steps; shared by clones of the model.
+    #[module(skip)]
+    pub targets: Option<Arc<crate::evaluate::targets::ValTargets>>,
 }
 
 impl<B: Backend> TrainModel<B> {
@@ -51,7 +59,33 @@ impl<B: Backend> TrainModel<B> {
             labeler: Arc::new(Mutex::new(GroupLabeler::new(labels, label_window))),
             guard: Arc::new(StepGuard::default()),
             probe: None,
+            sample_seed: 0,
+            targets: None,
         }
+    }
+
+    /// The same model drawing its Partial FC samples from `seed`.
+    pub fn with_sample_seed(mut self, seed: u64) -> Self {
+        self.sample_seed = seed;
+        self
+    }
+
+    /// The Partial FC sample of a training batch, or `None` for the full classifier
+    /// (`sample_rate=1`, and validation, whose loss and accuracy are over every class).
+    /// Reads the labels back to the host: one small transfer per step.
+    pub fn class_sample(
+        &self,
+        labels: &Tensor<B, 1, Int>,
+        step: Option<crate::data::dataset::StepKey>,
+    ) -> Option<ClassSample> {
+        let margin = &self.criterion.margin;
+        let (epoch, position) = step?;
+        if margin.sample_rate >= 1.0 {
+            return None;
+        }
+        let host: Vec<i64> = labels.to_data().iter::<i64>().collect();
+        let seed = crate::data::rng::hash3(self.sample_seed, epoch as u64, position as u64);
+        Some(ClassSample::draw(&host, margin.weight.dims()[0], margin.sample_rate, seed))
     }
 
     /// The same model with its labeler taking the expectation away in `space`.
@@ -81,7 +115,7 @@ impl<B: ConvBackend> TrainModel<B> {
             .groups
             .as_ref()
             .and_then(|groups| labeler.labels(labeler.space().scores(groups)));
-        let terms = self.criterion.forward(&output, classes, group_labels);
+        let terms = self.criterion.forward(&output, classes, group_labels, None);
         (output, terms)
     }
 }
@@ -193,6 +227,21 @@ impl StepGuard {
                 *slot = Some(reason);
             }
         }
+    }
+
+    /// Optimiser steps counted so far (every replica's call counts once per step).
+    pub fn steps_done(&self) -> usize {
+        self.steps.load(Ordering::SeqCst) / self.replicas
+    }
+
+    /// Optimiser steps per epoch.
+    pub fn per_epoch(&self) -> usize {
+        self.per_epoch
+    }
+
+    /// The global step (from 1) and epoch (from 1) of the batch at `(epoch, position)`.
+    pub fn place(&self, (epoch, position): crate::data::dataset::StepKey) -> (usize, usize) {
+        (epoch.saturating_sub(1) * self.per_epoch + position + 1, epoch.max(1))
     }
 
     /// Why [`StepGuard::stop`] stopped the run, if it did.

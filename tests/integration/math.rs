@@ -13,7 +13,7 @@ use groupface::model::summary::ModelSummary;
 use groupface::model::{GroupFaceConfig, GroupFaceOutput, GroupMode, GroupOutput};
 use groupface::objective::labels::{self_distributed, GroupLabeler, LabelMethod, LabelSpace};
 use groupface::objective::loss::{
-    arcface_target, self_grouping_loss, sphereface_psi, CenterLossConfig, Criterion,
+    arcface_target, self_grouping_loss, sphereface_psi, CenterLossConfig, ClassSample, Criterion,
     CriterionConfig, MarginKind, MarginSoftmaxConfig,
 };
 
@@ -411,6 +411,104 @@ fn arcface_loss_gradient_matches_finite_differences() {
     on_cpu_backends!(full_loss_gradient);
 }
 
+/// A classifier of `classes` rows and an embedding batch, both drawn from `seed` (values in
+/// [-1, 1]), with the loss's gradient taken with respect to both.
+fn partial_fc_case<B: AutodiffBackend>(
+    classes: usize,
+    batch: usize,
+    device: &B::Device,
+) -> (groupface::objective::loss::MarginSoftmax<B>, Tensor<B, 2>) {
+    let width = 6;
+    let mut rng = SplitMix64::new(11);
+    let mut draw = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.sym(1.0)).collect() };
+    let mut head = MarginSoftmaxConfig::new(classes, width).with_scale(16.0).init::<B>(device);
+    let w = Tensor::from_data(TensorData::new(draw(classes * width), [classes, width]), device);
+    head.weight = burn::module::Param::from_tensor(w);
+    let x = Tensor::from_data(TensorData::new(draw(batch * width), [batch, width]), device);
+    (head, x)
+}
+
+fn bits<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<u32> {
+    values(t).iter().map(|v| v.to_bits()).collect()
+}
+
+fn partial_fc_rate_one<B: AutodiffBackend>(device: &B::Device) {
+    // sample_rate=1: the draw is every class in order, the labels unchanged, and the sampled
+    // forward gives the full classifier's loss, logits and gradients to the bit.
+    let labels = [4i64, 0, 9, 4, 2];
+    let (head, x) = partial_fc_case::<B>(10, labels.len(), device);
+    let sample = ClassSample::draw(&labels, 10, 1.0, 123);
+    assert_eq!(sample, ClassSample::all(&labels, 10));
+    assert_eq!(sample.index, (0..10).collect::<Vec<i64>>());
+    let x_full = x.clone().require_grad();
+    let full = head.forward(x_full.clone(), ints(&labels, device));
+    let x_part = x.require_grad();
+    let part = head.forward_sampled(x_part.clone(), &sample);
+    assert_eq!(bits(full.loss.clone()), bits(part.loss.clone()), "loss");
+    assert_eq!(bits(full.logits.clone()), bits(part.logits.clone()), "logits");
+    let g_full = full.loss.backward();
+    let g_part = part.loss.backward();
+    assert_eq!(bits(x_full.grad(&g_full).unwrap()), bits(x_part.grad(&g_part).unwrap()), "dL/dx");
+    assert_eq!(
+        bits(head.weight.val().grad(&g_full).unwrap()),
+        bits(head.weight.val().grad(&g_part).unwrap()),
+        "dL/dW"
+    );
+}
+
+#[test]
+fn partial_fc_at_sample_rate_one_equals_the_full_classifier() {
+    on_cpu_backends!(partial_fc_rate_one);
+}
+
+fn partial_fc_subset<B: AutodiffBackend>(device: &B::Device) {
+    // rate 0.4 of 10 classes: ⌊0.4·10⌋ = 4 centres, the batch's 3 classes {2, 4, 9} and one
+    // other. The loss is the full loss of a 4-class classifier made of those rows, with the
+    // labels as positions; the other 6 rows of W get exactly zero gradient.
+    let labels = [4i64, 9, 2, 4];
+    let (head, x) = partial_fc_case::<B>(10, labels.len(), device);
+    let sample = ClassSample::draw(&labels, 10, 0.4, 5);
+    assert_eq!(sample.index.len(), 4);
+    for positive in [2, 4, 9] {
+        assert!(sample.index.contains(&positive), "{positive} in {:?}", sample.index);
+    }
+    let mut reduced = head.clone();
+    let rows: Vec<f32> = {
+        let all = values(head.weight.val());
+        sample
+            .index
+            .iter()
+            .flat_map(|&c| all[c as usize * 6..(c as usize + 1) * 6].to_vec())
+            .collect()
+    };
+    reduced.weight =
+        burn::module::Param::from_tensor(Tensor::from_data(TensorData::new(rows, [4, 6]), device));
+    let x_part = x.clone().require_grad();
+    let part = head.forward_sampled(x_part.clone(), &sample);
+    let x_red = x.require_grad();
+    let small = reduced.forward(x_red.clone(), ints(&sample.labels, device));
+    assert_close(&values(part.loss.clone()), &values(small.loss.clone()), 1e-6, "loss");
+    assert_eq!(part.cosine.dims(), [4, 4]);
+    let g_part = part.loss.backward();
+    let g_small = small.loss.backward();
+    let dx = values(x_part.grad(&g_part).unwrap());
+    assert_close(&dx, &values(x_red.grad(&g_small).unwrap()), 1e-6, "dL/dx");
+    let dw = values(head.weight.val().grad(&g_part).unwrap());
+    let dw_small = values(reduced.weight.val().grad(&g_small).unwrap());
+    for class in 0..10 {
+        let row = &dw[class * 6..(class + 1) * 6];
+        match sample.index.iter().position(|&c| c == class as i64) {
+            Some(k) => assert_close(row, &dw_small[k * 6..(k + 1) * 6], 1e-6, "sampled row"),
+            None => assert!(row.iter().all(|&g| g == 0.0), "row {class} not sampled: {row:?}"),
+        }
+    }
+}
+
+#[test]
+fn partial_fc_trains_only_the_sampled_centres() {
+    on_cpu_backends!(partial_fc_subset);
+}
+
 fn straight_through<B: AutodiffBackend>(device: &B::Device) {
     // Straight-through ArcFace: the value of cos(θ + m), the gradient of cos θ (= 1).
     let config = MarginSoftmaxConfig::new(2, 2).with_straight_through(true);
@@ -508,6 +606,7 @@ fn total_loss<B: AutodiffBackend>(device: &B::Device) {
         &criterion_input(false, device),
         classes(),
         Some(groups()),
+        None,
     );
     assert_close(&values(terms.classification), &[0.698_138_9], 1e-5, "L1");
     assert_close(&values(terms.grouping.expect("L2 with labels")), &[1.288_726], 1e-5, "L2");
@@ -517,14 +616,15 @@ fn total_loss<B: AutodiffBackend>(device: &B::Device) {
         &criterion_input(false, device),
         classes(),
         Some(groups()),
+        None,
     );
     assert_close(&values(terms.total), &[3.275_591], 1e-5, "L1 + 2·L2");
     // No group labels (labels=none), or no GDN (the baseline): L = L1.
     let criterion = softmax_criterion::<B>(2.0, device);
-    let terms = criterion.forward(&criterion_input(false, device), classes(), None);
+    let terms = criterion.forward(&criterion_input(false, device), classes(), None, None);
     assert!(terms.grouping.is_none());
     assert_close(&values(terms.total), &[0.698_138_9], 1e-5, "L without group labels");
-    let terms = criterion.forward(&criterion_input(true, device), classes(), Some(groups()));
+    let terms = criterion.forward(&criterion_input(true, device), classes(), Some(groups()), None);
     assert!(terms.grouping.is_none());
     assert_close(&values(terms.total), &[0.698_138_9], 1e-5, "L of the baseline");
 }

@@ -541,6 +541,88 @@ fn trains_on_a_folder_and_on_its_rec_with_held_out_identities() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A `.bin` of 20 pairs of synthetic faces (identities `first..first + 10`, 32 px, PNG), the
+/// even pairs of one identity, the odd ones of two.
+fn write_bin(path: &Path, first: usize) {
+    let faces = groupface::data::synth::SynthFaces::new(groupface::data::synth::SynthConfig {
+        identities: first + 11,
+        images_per_identity: 2,
+        side: 32,
+        ..Default::default()
+    })
+    .unwrap();
+    let png = |id: usize, index: usize| {
+        let mut bytes = Vec::new();
+        faces
+            .image(id, index)
+            .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+            .unwrap();
+        bytes
+    };
+    let (mut images, mut issame) = (Vec::new(), Vec::new());
+    for i in 0..20 {
+        let id = first + i % 10;
+        let (other, index) = if i % 2 == 0 { (id, 1) } else { (id + 1, 0) };
+        images.extend([png(id, 0), png(other, index)]);
+        issame.push(i % 2 == 0);
+    }
+    let set = groupface::data::verification_bin::VerificationSet::new(images, issame).unwrap();
+    set.write(path).unwrap();
+}
+
+/// The rows of a CSV file as maps from column to field.
+fn csv_rows(path: &Path) -> Vec<std::collections::BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<String> = lines.next().unwrap().split(',').map(String::from).collect();
+    lines.map(|l| header.iter().cloned().zip(l.split(',').map(String::from)).collect()).collect()
+}
+
+/// `val=` with `val_every=1` on 2 epochs of 2 steps: each target is measured after steps 1
+/// and 3 (mid-epoch) and at the end of both epochs (steps 2 and 4), every measurement a row
+/// of `val_targets.csv`; `metrics.csv` has `verification_<stem>` and `..._best` columns whose
+/// valid rows are the end-of-epoch measurements and the best so far.
+#[test]
+fn val_targets_are_measured_at_each_epoch_end_and_every_n_steps() {
+    let dir = temp_dir("val-targets");
+    let (lfw, agedb) = (dir.join("lfw.bin"), dir.join("agedb_30.bin"));
+    write_bin(&lfw, 100);
+    write_bin(&agedb, 200);
+    let val = vec![lfw.display().to_string(), agedb.display().to_string()];
+    let config = tiny_config(4).with_val(val).with_val_every(1);
+    let out = dir.join("run");
+    train(backend(), 0, quiet_run(config, out.clone())).expect("training with val targets");
+
+    let log = csv_rows(&out.join("val_targets.csv"));
+    let placed: Vec<(String, String, String)> =
+        log.iter().map(|r| (r["epoch"].clone(), r["step"].clone(), r["target"].clone())).collect();
+    let expected: Vec<(String, String, String)> = [(1, 1), (1, 2), (2, 3), (2, 4)]
+        .iter()
+        .flat_map(|(e, s)| {
+            ["lfw", "agedb_30"].map(|t| (e.to_string(), s.to_string(), t.to_string()))
+        })
+        .collect();
+    assert_eq!(placed, expected);
+    for target in ["lfw", "agedb_30"] {
+        let rows: Vec<_> = log.iter().filter(|r| r["target"] == target).collect();
+        let mut best = f64::NAN;
+        for row in &rows {
+            let accuracy: f64 = row["accuracy"].parse().unwrap();
+            assert!((0.0..=1.0).contains(&accuracy), "{row:?}");
+            best = if best.is_nan() { accuracy } else { best.max(accuracy) };
+            assert_eq!(row["best"].parse::<f64>().unwrap(), best, "{row:?}");
+        }
+        let metrics = csv_rows(&out.join("metrics.csv"));
+        let valid: Vec<_> = metrics.iter().filter(|r| r["split"] == "valid").collect();
+        for (epoch, row) in valid.iter().enumerate() {
+            let end = rows[2 * epoch + 1];
+            assert_eq!(row[&format!("verification_{target}")], end["accuracy"], "{row:?}");
+            assert_eq!(row[&format!("verification_{target}_best")], end["best"], "{row:?}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn an_image_that_cannot_be_read_stops_training_and_names_it() {
     let dir = temp_dir("disk-bad-image");
