@@ -8,14 +8,22 @@ ArcFace margin softmax (s = 64, m = 0.5, exact gradient) over `classes` identiti
 0.1 x the self-grouping loss with self-distributed labels (window 32) when groups > 0, backward,
 SGD (lr 0.01, momentum 0.9, dampening 0, weight decay 5e-4) over the model and the class weights.
 
+`sample_rate` < 1 turns the margin softmax into arcface_torch's Partial FC (PartialFC_V2, here on
+one process): every step keeps the batch's classes plus random others, int(sample_rate * classes)
+in all, and computes the margin softmax against those rows of W only (labels remapped with
+`searchsorted`). W stays one Parameter, so its gradient is dense (zero outside the sampled rows)
+and SGD's weight decay and momentum still update every row, as in arcface_torch v2. With 1.0
+(the default) the loss runs over all classes, as the Rust bench's does.
+
 Usage (key=value like the Rust binaries; `backbone` and `groups` take comma-separated lists):
 
     python3 scripts/bench_torch.py backbone=tiny groups=0,32 batch=32 steps=5 threads=2
     python3 scripts/bench_torch.py backbone=r18 groups=0 batch=32 device=cuda amp=bf16
+    python3 scripts/bench_torch.py backbone=tiny groups=0 batch=64 classes=1000000 sample_rate=0.1
 
 Prints one JSON object per configuration with the Rust bench's fields (backbone, groups, mode,
 batch, steps, backend, side, images_per_second, step_seconds, peak_memory_bytes, last_loss) and
-PyTorch's extras (framework, device, amp, compile, threads, classes, warmup, torch).
+PyTorch's extras (framework, device, amp, compile, threads, classes, sample_rate, warmup, torch).
 `peak_memory_bytes` is the process's peak RSS (VmHWM) on CPU, the same quantity as the Rust
 bench's, and so, as there, it covers the whole process: configurations run later in one
 invocation include the peaks of earlier ones. On CUDA it is `torch.cuda.max_memory_allocated()`,
@@ -43,6 +51,7 @@ from torch_groupface import (  # noqa: E402
     GroupFaceConfig,
     SelfDistributedLabeler,
     TrainModel,
+    partial_fc_sample,
 )
 
 #: key -> (default, accepted values, help); mirrors src/bin/bench.rs and cli::model_keys.
@@ -60,6 +69,11 @@ KEYS: dict[str, tuple[str | None, str, str]] = {
     "steps": ("5", "integer > 0", "timed steps"),
     "warmup": ("2", "integer >= 0", "untimed steps first"),
     "classes": ("1000", "integer >= 2", "identities of the classifier"),
+    "sample_rate": (
+        "1.0",
+        "number in (0, 1]",
+        "Partial FC: share of the classes in each step's margin softmax (1.0 = all)",
+    ),
     "threads": (None, "integer > 0", "torch.set_num_threads (torch's default if absent)"),
     "device": ("cpu", "cpu|cuda|cuda:N", "where to run"),
     "amp": ("none", "none|bf16", "bfloat16 autocast of the forward pass"),
@@ -103,6 +117,18 @@ def parse(words: list[str]) -> dict[str, str | None]:
     return values
 
 
+def rate(values: dict[str, str | None], key: str) -> float:
+    """A number in (0, 1], or exit naming the key."""
+    raw = values[key]
+    try:
+        value = float(raw) if raw is not None else 0.0
+    except ValueError:
+        value = 0.0
+    if not 0.0 < value <= 1.0:  # also refuses nan
+        sys.exit(f"error: bad value `{raw}` for key `{key}`: expected {KEYS[key][1]}")
+    return value
+
+
 def integer(values: dict[str, str | None], key: str, minimum: int) -> int:
     """An integer key, checked against its minimum, or exit naming the key."""
     raw = values[key]
@@ -122,6 +148,7 @@ class BenchCase:
     backbone: str
     model: GroupFaceConfig
     classes: int
+    sample_rate: float
     batch: int
     steps: int
     warmup: int
@@ -189,13 +216,18 @@ def make_step(
     if case.compile != "none":
         network = torch.compile(network, mode=None if case.compile == "default" else case.compile)
     use_amp = case.amp == "bf16"
+    sample = case.sample_rate < 1.0
 
     def step(images: torch.Tensor, classes: torch.Tensor, labeler: SelfDistributedLabeler) -> float:
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(case.device.type, dtype=torch.bfloat16, enabled=use_amp):
             out = network(images)
         group_labels = None if out.probs is None else labeler(out.probs)
-        loss = model.loss(out, classes, group_labels)
+        index = None
+        if sample:
+            # Partial FC: drawn anew every step, inside the timed step, as arcface_torch does.
+            index, classes = partial_fc_sample(classes, case.classes, case.sample_rate)
+        loss = model.loss(out, classes, group_labels, index)
         loss.backward()
         optimizer.step()
         return float(loss.item())
@@ -249,6 +281,7 @@ def run(case: BenchCase) -> dict:
         "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
         "threads": torch.get_num_threads(),
         "classes": case.classes,
+        "sample_rate": case.sample_rate,
         "warmup": case.warmup,
         "torch": torch.__version__,
     }
@@ -286,6 +319,7 @@ def main() -> None:
                 backbone=backbone,
                 model=model_config(values, backbone, groups),
                 classes=integer(values, "classes", 2),
+                sample_rate=rate(values, "sample_rate"),
                 batch=integer(values, "batch", 1),
                 steps=integer(values, "steps", 1),
                 warmup=integer(values, "warmup", 0),

@@ -2,13 +2,14 @@
 # Re-runs the book's training demonstrations and writes what they print, as printed, to
 # assets/book_*.txt and assets/dashboard.txt, which the book includes. Every command is shown
 # as the book shows it (`cargo run --release --bin NAME -- ...`) and run from the same release
-# build. Where a line of output is left out, the file says `...` in its place: the plain-text
-# renderer's progress lines and the Learner's configuration dump.
+# build. Where a line of output is left out, the file says `...` in its place: the Learner's
+# configuration dump and the model tree in its summary.
 #
 #   bash scripts/book_runs.sh             # every part, about 10 minutes on 2 cores
-#   bash scripts/book_runs.sh resume nan  # some: data sheet disk broken dashboard resume nan
-#                                         # recipe repeat eval grid replicas interop
-#                                         # replica_tests hosts export pth ijb
+#   bash scripts/book_runs.sh resume nan  # some: help progress pictures val data sheet disk
+#                                         # broken dashboard resume nan recipe repeat eval
+#                                         # grid replicas interop replica_tests hosts export
+#                                         # pth ijb
 #
 # `hosts` needs root and iproute2 (two network namespaces); `export` and `pth` need python3
 # with torch and safetensors.
@@ -17,13 +18,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/groupface-target}"
-cargo build --release --quiet --bin train --bin data --bin ablation --bin eval
+cargo build --release --quiet --bins
 bin="$CARGO_TARGET_DIR/release"
-parts="${*:-data sheet disk broken dashboard resume nan recipe repeat eval grid replicas interop replica_tests hosts export pth ijb}"
+parts="${*:-help progress pictures val data sheet disk broken dashboard resume nan recipe repeat eval grid replicas interop replica_tests hosts export pth ijb}"
 want() { [[ " $parts " == *" $1 "* ]]; }
 commit="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo '+changes')"
 
 # `$ cargo run --release --bin NAME -- ARGS` as the book shows it, then the binary's output.
+# (The awk below keeps the one line per epoch that train prints when stdout is not a terminal.)
 show() {
     local name=$1
     shift
@@ -34,7 +36,7 @@ show() {
 summary() {
     awk '
         /^Total Epochs/ { table = 1 }
-        table || /^(resume|error|held-out|group-aware|training [0-9])/ { print; gap = 0; next }
+        table || /^(resume|error|held-out|group-aware|training [0-9]|epoch [0-9])/ { print; gap = 0; next }
         !gap { print "..."; gap = 1 }
     '
 }
@@ -53,6 +55,76 @@ run() {
     "$bin/$name" "$@" 2>&1 | summary || status=$?
     return "$status"
 }
+
+if want help; then
+    # Every binary's --help: the first three lines of each, then two pages whole.
+    {
+        for name in train eval embed ablation bench summary data; do
+            show "$name" --help "| head -3"
+            "$bin/$name" --help | head -3
+            echo
+        done
+    } >assets/help_heads.txt
+    { show ablation --help; "$bin/ablation" --help; } >assets/help_ablation.txt
+    { show data --help; "$bin/data" --help; } >assets/help_data.txt
+    {
+        show train grups=8
+        "$bin/train" grups=8 2>&1 || echo "(exit $?)"
+        show train mode=sotf
+        "$bin/train" mode=sotf 2>&1 || echo "(exit $?)"
+    } >assets/help_errors.txt
+    echo "assets/help_*.txt ($commit)"
+fi
+
+if want progress; then
+    # indicatif's bar draws on a terminal only: data synth in a 100x6 tmux terminal, captured
+    # 4 s in.
+    rm -rf /tmp/book-progress
+    tmux kill-session -t book-progress 2>/dev/null || true
+    tmux new-session -d -s book-progress -x 100 -y 6 \
+        "$bin/data synth out=/tmp/book-progress identities=2000 images_per_identity=20 side=112 seed=0; sleep 600"
+    sleep 4
+    {
+        show data synth out=/tmp/book-progress identities=2000 images_per_identity=20 side=112 seed=0
+        tmux capture-pane -p -t book-progress | sed -e '/^$/d'
+    } >assets/progress.txt
+    tmux kill-session -t book-progress
+    rm -rf /tmp/book-progress
+    echo "assets/progress.txt ($commit)"
+fi
+
+if want pictures; then
+    # One run's pictures for the training chapter, and its one line per epoch (stdout is a
+    # pipe here, so train prints lines, not the dashboard).
+    rm -rf runs/book-pictures
+    run train backbone=tiny groups=8 epochs=6 out=runs/book-pictures >assets/book_pictures.txt
+    for picture in curves.svg group_shares.svg roc.svg; do
+        cp "runs/book-pictures/$picture" "book/src/images/run_$picture"
+    done
+    echo "assets/book_pictures.txt book/src/images/run_*.svg ($commit)"
+fi
+
+if want val; then
+    # Two validation targets written by Python's pickle from synthetic faces the run never
+    # trains on (other seeds), measured at each epoch's end and every 2 steps.
+    rm -rf /tmp/book-val runs/book-val
+    {
+        for set in lfw cfp_fp; do
+            seed=$([ "$set" = lfw ] && echo 101 || echo 102)
+            show data synth out=/tmp/book-val/$set identities=50 images_per_identity=4 side=32 seed=$seed
+            "$bin/data" synth out=/tmp/book-val/$set identities=50 images_per_identity=4 side=32 seed=$seed
+            echo "\$ python3 scripts/make_val_bin.py src=/tmp/book-val/$set out=/tmp/book-val/$set.bin pairs=600"
+            python3 scripts/make_val_bin.py src=/tmp/book-val/$set out=/tmp/book-val/$set.bin pairs=600
+        done
+        run train val=/tmp/book-val/lfw.bin,/tmp/book-val/cfp_fp.bin val_every=2 epochs=3 \
+            out=runs/book-val
+        echo "\$ cat runs/book-val/val_targets.csv"
+        cat runs/book-val/val_targets.csv
+        echo "\$ cut -d, -f1,2,13- runs/book-val/metrics.csv"
+        cut -d, -f1,2,13- runs/book-val/metrics.csv
+    } >assets/book_val.txt
+    echo "assets/book_val.txt ($commit)"
+fi
 
 if want data; then
     rm -rf /tmp/book-faces /tmp/book-faces.rec /tmp/book-faces.idx

@@ -502,10 +502,16 @@ class MarginSoftmax(nn.Module):
         self.threshold = -self.cos_m  # cos(pi - m)
         self.fallback = self.sin_m * margin  # sin(pi - m) * m
 
-    def forward(self, embedding: Tensor, labels: Tensor) -> Tensor:
-        """[B, width], [B] -> mean cross-entropy (scalar)."""
+    def forward(self, embedding: Tensor, labels: Tensor, index: Tensor | None = None) -> Tensor:
+        """[B, width], [B] -> mean cross-entropy (scalar).
+
+        `index` (Partial FC, see `partial_fc_sample`): the sorted rows of W to classify against,
+        `labels` then being positions in `index`; None uses every row. The rows are gathered
+        from the one Parameter, so its gradient is dense and zero outside `index`.
+        """
         x = F.normalize(embedding, dim=1, eps=1e-12)
-        w = F.normalize(self.weight, dim=1, eps=1e-12)
+        weight = self.weight if index is None else self.weight[index]
+        w = F.normalize(weight, dim=1, eps=1e-12)
         cosine = (x @ w.t()).clamp(-1.0, 1.0)
         target = cosine.gather(1, labels.view(-1, 1))
         # Clamping away from 0 keeps the sqrt's gradient finite at |cos| = 1.
@@ -515,6 +521,24 @@ class MarginSoftmax(nn.Module):
         one_hot = F.one_hot(labels, cosine.shape[1]).to(cosine.dtype)
         logits = (cosine + one_hot * (margined - target)) * self.scale
         return F.cross_entropy(logits, labels)
+
+
+def partial_fc_sample(labels: Tensor, classes: int, sample_rate: float) -> tuple[Tensor, Tensor]:
+    """arcface_torch's PartialFC_V2 class sampling on one process: (index, remapped labels).
+
+    The batch's classes (positives) plus random other classes, `int(sample_rate * classes)` in
+    all (never fewer than the positives), as sorted row indices of W; labels become positions
+    in that index (`searchsorted`). Uses the global torch RNG.
+    """
+    positive = torch.unique(labels, sorted=True)
+    num_sample = int(sample_rate * classes)
+    if num_sample >= positive.numel():
+        perm = torch.rand(classes, device=labels.device)
+        perm[positive] = 2.0
+        index = torch.topk(perm, k=num_sample)[1].sort()[0]
+    else:
+        index = positive
+    return index, torch.searchsorted(index, labels)
 
 
 class SelfDistributedLabeler:
@@ -546,13 +570,20 @@ class TrainModel(nn.Module):
         self.criterion = MarginSoftmax(classes, config.output_width)
         self.lam = lam
 
-    def loss(self, out: GroupFaceOutput, classes: Tensor, group_labels: Tensor | None) -> Tensor:
+    def loss(
+        self,
+        out: GroupFaceOutput,
+        classes: Tensor,
+        group_labels: Tensor | None,
+        index: Tensor | None = None,
+    ) -> Tensor:
         """Total loss L1 + lambda*L2, in float32 (L2 only when group labels are given).
 
         Separate from the forward pass so that a caller can compile `self.model` alone: the
-        labeler's Python-side window would otherwise force a recompilation every step.
+        labeler's Python-side window would otherwise force a recompilation every step. `index`
+        restricts L1 to those class rows (Partial FC; `classes` are then positions in it).
         """
-        loss = self.criterion(out.embedding.float(), classes)
+        loss = self.criterion(out.embedding.float(), classes, index)
         if out.logits is not None and group_labels is not None:
             loss = loss + self.lam * F.cross_entropy(out.logits.float(), group_labels)
         return loss

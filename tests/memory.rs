@@ -131,7 +131,7 @@ fn embeddings(n: usize, dim: usize, per: usize, feature_dim: usize) -> (Embeddin
         Matrix::new(n, feature_dim, (0..n * feature_dim).map(|_| next()).collect()).unwrap()
     });
     let embedding = Matrix::new(n, dim, data).unwrap();
-    (Embeddings { embedding, feature, probs: None }, labels)
+    (Embeddings { embedding, feature, probs: None, norms: Vec::new() }, labels)
 }
 
 /// The report as the pair-list code computed it: both rows of every pair copied out for the

@@ -557,13 +557,9 @@ pub fn run_config(
 
 /// The last training epoch's `largest_label_share` in a run's `metrics.csv`, if it has one.
 fn last_label_share(dir: &Path) -> Option<f64> {
-    let csv = std::fs::read_to_string(dir.join("metrics.csv")).ok()?;
-    let mut lines = csv.lines();
-    let column = lines.next()?.split(',').position(|c| c == "largest_label_share")?;
-    lines
-        .filter(|l| l.split(',').nth(1) == Some("train"))
-        .filter_map(|l| l.split(',').nth(column)?.parse::<f64>().ok())
-        .rfind(|v| v.is_finite())
+    let table = crate::train::curves::MetricsTable::read(&dir.join("metrics.csv")).ok()?;
+    let shares = table.series("train", "largest_label_share");
+    shares.into_iter().map(|(_, share)| share).rfind(|v| v.is_finite())
 }
 
 /// One run of the grid, or its earlier result; with the line to print. A run that trains has

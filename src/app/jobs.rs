@@ -284,8 +284,14 @@ impl EvalJob {
                 (embeddings, set, root.display().to_string())
             }
             EvalData::Ijb { root, which } => {
-                let job =
-                    IjbJob { root, which: *which, side, batch: self.batch, folds: self.folds };
+                let job = IjbJob {
+                    root,
+                    which: *which,
+                    side,
+                    batch: self.batch,
+                    folds: self.folds,
+                    scores: self.pictures.as_deref(),
+                };
                 return evaluate_ijb(&model, &job, self.mode, &device, progress);
             }
             EvalData::Bin(path) => {

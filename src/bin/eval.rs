@@ -103,7 +103,8 @@ fn from_embeddings(args: &groupface::app::cli::Args) -> Result<RunReport, CliErr
     }
     let matrix = npy::read_matrix(&path).map_err(|e| CliError::Run(e.to_string()))?;
     let rows = matrix.rows;
-    let embeddings = Embeddings { embedding: matrix, feature: None, probs: None };
+    let embeddings =
+        Embeddings { embedding: matrix, feature: None, probs: None, norms: Vec::new() };
     let settings = |listed: &str| -> BTreeMap<String, String> {
         let mut settings = BTreeMap::new();
         settings.insert("embeddings".into(), path.display().to_string());

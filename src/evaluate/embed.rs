@@ -70,6 +70,10 @@ pub struct Embeddings {
     pub feature: Option<Matrix>,
     /// p(G|x), mean of the two views: `[N, K]`; absent for the baseline.
     pub probs: Option<Matrix>,
+    /// `‖v̄‖` of each image before normalisation, the mean over its views (each view's own
+    /// norm, as insightface's XNorm takes them); empty where the embeddings were read from a
+    /// file.
+    pub norms: Vec<f32>,
 }
 
 impl Embeddings {
@@ -81,6 +85,7 @@ impl Embeddings {
             into.data.extend(from.data);
         }
         extend(&mut self.embedding, more.embedding);
+        self.norms.extend(more.norms);
         let rows = self.embedding.rows;
         for (into, from) in [(&mut self.feature, more.feature), (&mut self.probs, more.probs)] {
             match (into.as_mut(), from) {
@@ -99,7 +104,14 @@ impl Embeddings {
             embedding: Matrix::empty(0),
             feature: grouped.then(|| Matrix::empty(0)),
             probs: grouped.then(|| Matrix::empty(0)),
+            norms: Vec::new(),
         }
+    }
+
+    /// insightface's XNorm: the mean of [`Embeddings::norms`], `None` without them.
+    pub fn xnorm(&self) -> Option<f64> {
+        (!self.norms.is_empty())
+            .then(|| self.norms.iter().map(|&n| n as f64).sum::<f64>() / self.norms.len() as f64)
     }
 
     /// Number of images.
@@ -218,6 +230,8 @@ where
         };
         let views = views.len() as f64;
         let mut part = Embeddings::none(grouped);
+        let norms = output.embedding.clone().powf_scalar(2.0).sum_dim(1).sqrt();
+        part.norms = (sum_views(norms) / views).into_data().iter::<f32>().collect();
         part.embedding.push_tensor(sum_views(output.embedding));
         if let Some(groups) = output.groups {
             if let Some(feature) = part.feature.as_mut() {
@@ -266,11 +280,36 @@ mod tests {
         (0..n).map(|_| (0..SIDE * SIDE * 3).map(|_| rng.next_u64() as u8).collect()).collect()
     }
 
+    /// ‖row‖ of each row, in f64 on the host.
+    fn host_norms(t: Tensor<B, 2>) -> Vec<f64> {
+        let [rows, cols] = t.dims();
+        let v: Vec<f64> = t.into_data().iter::<f32>().map(f64::from).collect();
+        (0..rows)
+            .map(|r| v[r * cols..(r + 1) * cols].iter().map(|x| x * x).sum::<f64>().sqrt())
+            .collect()
+    }
+
+    /// Checks the norms (insightface's XNorm: each view's own norm, averaged over the views)
+    /// against `expected` within f32 rounding, then removes them, so the rest can be compared
+    /// to the bit.
+    fn check_norms(embeddings: &mut Embeddings, expected: &[f64]) {
+        let norms = std::mem::take(&mut embeddings.norms);
+        assert_eq!(norms.len(), expected.len());
+        for (n, e) in norms.iter().zip(expected) {
+            assert!((*n as f64 - e).abs() <= 1e-5 * e.max(1.0), "norm {n} vs {e}");
+        }
+        let mean = expected.iter().sum::<f64>() / expected.len() as f64;
+        let xnorm = Embeddings { norms, ..Default::default() }.xnorm().unwrap();
+        assert!((xnorm - mean).abs() <= 1e-5 * mean.max(1.0), "xnorm {xnorm} vs {mean}");
+    }
+
     /// The loop this module had before the stream: every image in memory, one pass over them.
-    fn whole_set(model: &GroupFace<B>, images: &[Vec<u8>], batch: usize) -> Embeddings {
+    /// Also returns the per-image norms, the mean of its two views' (XNorm's terms).
+    fn whole_set(model: &GroupFace<B>, images: &[Vec<u8>], batch: usize) -> (Embeddings, Vec<f64>) {
         let device = Default::default();
         let grouped = model.groups() > 0;
         let mut out = Embeddings::none(grouped);
+        let mut norms = Vec::new();
         for chunk in images.chunks(batch) {
             let n = chunk.len();
             let mut pixels = Vec::new();
@@ -283,13 +322,15 @@ mod tests {
                 Tensor::<B, 4>::from_data(TensorData::new(pixels, [2 * n, 3, SIDE, SIDE]), &device);
             let output = model.forward(input);
             let sum_views = |t: Tensor<B, 2>| t.clone().slice(0..n) + t.slice(n..2 * n);
+            let views = host_norms(output.embedding.clone());
+            norms.extend((0..n).map(|i| (views[i] + views[n + i]) / 2.0));
             out.embedding.push_tensor(sum_views(output.embedding));
             if let Some(groups) = output.groups {
                 out.feature.as_mut().unwrap().push_tensor(sum_views(groups.feature) / 2.0);
                 out.probs.as_mut().unwrap().push_tensor(sum_views(groups.probs) / 2.0);
             }
         }
-        out
+        (out, norms)
     }
 
     #[test]
@@ -300,9 +341,11 @@ mod tests {
             let source = images.iter().map(Ok::<_, String>);
             let sink = Recorded::default();
             let options = EmbedOptions::new(SIDE, 3);
-            let streamed =
+            let mut streamed =
                 embed_images(&model, source, &options, &Default::default(), &sink).unwrap();
-            assert_eq!(streamed, whole_set(&model, &images, 3), "groups={groups}");
+            let (whole, norms) = whole_set(&model, &images, 3);
+            check_norms(&mut streamed, &norms);
+            assert_eq!(streamed, whole, "groups={groups}");
             assert_eq!(streamed.rows(), 7);
             assert_eq!(streamed.feature.is_some(), groups > 0);
             // Each batch is reported once it is embedded.
@@ -320,8 +363,9 @@ mod tests {
             let model = model(groups);
             let options = EmbedOptions { flip: false, ..EmbedOptions::new(SIDE, 2) };
             let source = images.iter().map(Ok::<_, String>);
-            let plain = embed_images(&model, source, &options, &device, &NoProgress).unwrap();
+            let mut plain = embed_images(&model, source, &options, &device, &NoProgress).unwrap();
             let mut expected = Embeddings::none(groups > 0);
+            let mut norms = Vec::new();
             for chunk in images.chunks(2) {
                 let mut pixels = Vec::new();
                 for image in chunk {
@@ -330,15 +374,17 @@ mod tests {
                 let shape = [chunk.len(), 3, SIDE, SIDE];
                 let output = model
                     .forward(Tensor::<B, 4>::from_data(TensorData::new(pixels, shape), &device));
+                norms.extend(host_norms(output.embedding.clone()));
                 expected.embedding.push_tensor(output.embedding);
                 if let Some(g) = output.groups {
                     expected.feature.as_mut().unwrap().push_tensor(g.feature);
                     expected.probs.as_mut().unwrap().push_tensor(g.probs);
                 }
             }
+            check_norms(&mut plain, &norms);
             assert_eq!(plain, expected, "groups={groups}");
             // The flip-sum is another embedding: f(img) + f(flip img) is not f(img).
-            let flipped = whole_set(&model, &images, 2);
+            let (flipped, _) = whole_set(&model, &images, 2);
             assert_ne!(plain.embedding.data, flipped.embedding.data);
             assert_eq!(plain.embedding.cols, flipped.embedding.cols);
         }

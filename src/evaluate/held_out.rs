@@ -541,7 +541,7 @@ fn similarity_report<B: Backend>(
         }
     }
     let roc = Roc::from_scores(&scores, &positive).map_err(|e| e.to_string())?;
-    Ok(Report::new(verification, &roc, None, settings))
+    Ok(Report::new(verification, &roc, None, settings).with_xnorm(embeddings.xnorm()))
 }
 
 /// Evaluates `model` on held-out identities of the generator `data` (see [`HeldOut::synthetic`]

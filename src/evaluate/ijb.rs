@@ -28,6 +28,26 @@ pub struct IjbJob<'a> {
     pub batch: usize,
     /// Folds of the verification protocol over the template pairs (insightface: 10).
     pub folds: usize,
+    /// Where to save the template-pair scores as insightface's `eval_ijbc.py` does, for its
+    /// ROC script to overlay: `<prefix>.npy` (float32, one score per line of the pair file, in
+    /// its order) and, for GroupFace, `<prefix>_group_aware.npy`. `None`: not saved.
+    pub scores: Option<&'a Path>,
+}
+
+/// Saves `scores` as `<dir>/<name>.npy` when there is a `dir`, and records the file in
+/// `settings` (`score_file`).
+fn save_scores(
+    dir: Option<&Path>,
+    name: &str,
+    scores: &[f32],
+    settings: &mut BTreeMap<String, String>,
+) -> Result<(), String> {
+    let Some(dir) = dir else { return Ok(()) };
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let path = dir.join(format!("{name}.npy"));
+    crate::protocol::npy::write_f32(&path, scores).map_err(|e| e.to_string())?;
+    settings.insert("score_file".into(), path.display().to_string());
+    Ok(())
 }
 
 /// IJB-B / IJB-C 1:1 (insightface's `eval_ijbc.py` defaults): every image aligned by its five
@@ -48,11 +68,12 @@ pub fn evaluate_ijb<B: ConvBackend>(
     use crate::protocol::ijb::{
         group_aware_template_scores_with_progress, template_scores_with_progress, IjbMeta,
     };
-    let &IjbJob { root, which, side, batch, folds } = job;
+    let &IjbJob { root, which, side, batch, folds, scores: score_dir } = job;
     let options = verification::Options { folds, ..Default::default() };
     let meta = IjbMeta::load(root, which).map_err(|e| e.to_string())?;
     let mut features: Option<Matrix> = None;
     let mut gdn: Option<Matrix> = None;
+    let (mut norm_sum, mut norm_count) = (0.0f64, 0usize);
     let append = |target: &mut Option<Matrix>, rows: &[f32], cols: usize| {
         target
             .get_or_insert_with(|| Matrix::empty(cols))
@@ -66,6 +87,8 @@ pub fn evaluate_ijb<B: ConvBackend>(
     progress.start(&format!("{which}: aligning and embedding images"), meta.len() as u64);
     embed_stream(model, crops, &embedding, device, |part| {
         progress.advance(part.rows() as u64);
+        norm_sum += part.norms.iter().map(|&n| n as f64).sum::<f64>();
+        norm_count += part.norms.len();
         append(&mut features, &part.embedding.data, part.embedding.cols)?;
         if let Some(f) = &part.feature {
             append(&mut gdn, &f.data, f.cols)?;
@@ -74,6 +97,8 @@ pub fn evaluate_ijb<B: ConvBackend>(
     })?;
     let features = features.ok_or_else(|| format!("{}: no image listed", root.display()))?;
     let labels = meta.labels();
+    // insightface's XNorm: the mean norm of every image's views before normalisation.
+    let xnorm = (norm_count > 0).then(|| norm_sum / norm_count as f64);
     let mut settings = BTreeMap::new();
     settings.insert("protocol".into(), format!("{which} 1:1"));
     settings.insert("data".into(), root.display().to_string());
@@ -84,11 +109,13 @@ pub fn evaluate_ijb<B: ConvBackend>(
             let verification = verification::evaluate_distances_with(&distances, &labels, &options)
                 .map_err(|e| e.to_string())?;
             let roc = Roc::from_scores(&scores, &labels).map_err(|e| e.to_string())?;
-            Ok(Report::new(verification, &roc, None, settings))
+            Ok(Report::new(verification, &roc, None, settings).with_xnorm(xnorm))
         };
     let scores = template_scores_with_progress(&meta, &features, true, progress)
         .map_err(|e| e.to_string())?;
-    let plain = report_of(scores, settings.clone())?;
+    let mut plain_settings = settings.clone();
+    save_scores(score_dir, which.prefix(), &scores, &mut plain_settings)?;
+    let plain = report_of(scores, plain_settings)?;
     let group_aware = match &gdn {
         Some(gdn) => {
             let params = GroupAwareParams::default();
@@ -98,6 +125,8 @@ pub fn evaluate_ijb<B: ConvBackend>(
             )
             .map_err(|e| e.to_string())?;
             settings.insert("similarity".into(), "group-aware".into());
+            let name = format!("{}_group_aware", which.prefix());
+            save_scores(score_dir, &name, &scores, &mut settings)?;
             Some(report_of(scores, settings)?)
         }
         None => None,

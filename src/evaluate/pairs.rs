@@ -110,7 +110,7 @@ fn report_over<I: Iterator<Item = (usize, usize, bool)>>(
     drop(distances);
     let scores: Vec<f32> = counted_pairs().map(|(a, b, _)| scorer.score(a, b) as f32).collect();
     let roc = Roc::from_scores(&scores, &issame).map_err(|e| e.to_string())?;
-    Ok(Report::new(verification, &roc, None, settings))
+    Ok(Report::new(verification, &roc, None, settings).with_xnorm(embeddings.xnorm()))
 }
 
 /// Fails where a row of the embeddings (or of v̂, for group-aware similarity) would be out of
@@ -149,7 +149,7 @@ mod tests {
     fn both_passes_over_the_pairs_are_reported() {
         let rows = [[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.2, 0.9]];
         let embedding = Matrix::from_rows(&rows, "four rows").unwrap();
-        let embeddings = Embeddings { embedding, feature: None, probs: None };
+        let embeddings = Embeddings { embedding, feature: None, probs: None, norms: Vec::new() };
         let labels = [0, 0, 1, 1];
         let sink = Recorded::default();
         let report = all_pairs_report_with_progress(

@@ -97,6 +97,11 @@ pub struct Report {
     /// A thinned `(FAR, TAR)` curve for plotting (see [`Roc::curve_for_plot`]).
     #[serde(default)]
     pub roc: Vec<(f64, f64)>,
+    /// insightface's XNorm: the mean L2 norm of the embeddings before normalisation, over
+    /// every image and view (each view's own, not the flip-sum's); `None` where the report
+    /// was made from scores or saved embeddings, which do not keep it.
+    #[serde(default)]
+    pub xnorm: Option<f64>,
 }
 
 /// `,` `"` and line breaks make a CSV field need quotes.
@@ -137,7 +142,14 @@ impl Report {
             rank1: rank1.map(Rank1Result::accuracy),
             rank1_curve: rank1.map(|r| r.curve.clone()).unwrap_or_default(),
             roc: roc.curve_for_plot(400),
+            xnorm: None,
         }
+    }
+
+    /// The same report with its XNorm.
+    pub fn with_xnorm(mut self, xnorm: Option<f64>) -> Self {
+        self.xnorm = xnorm;
+        self
     }
 
     /// The TAR@FAR entries by increasing target FAR (the map itself sorts `"1e-01"` first).
@@ -196,6 +208,9 @@ impl Report {
         }
         add("auc".into(), self.auc.to_string());
         add("eer".into(), self.eer.to_string());
+        if let Some(x) = self.xnorm {
+            add("xnorm".into(), x.to_string());
+        }
         if let Some(r) = self.rank1 {
             add("rank1".into(), r.to_string());
         }
@@ -281,6 +296,9 @@ impl Report {
         md.push_str("| metric | value |\n|---|---|\n");
         let _ = writeln!(md, "| AUC | {:.6} |", self.auc);
         let _ = writeln!(md, "| EER | {:.6} |", self.eer);
+        if let Some(x) = self.xnorm {
+            let _ = writeln!(md, "| XNorm | {x:.4} |");
+        }
         let _ =
             writeln!(md, "| pairs | {} positive, {} negative |\n", self.positives, self.negatives);
         if !self.rank1_curve.is_empty() {

@@ -380,6 +380,9 @@ pub const ADDED_CONFIG_FIELDS: &[(&[&str], &str)] = &[
     (&["data_path"], "null"),
     (&["nodes"], "1"),
     (&["label_space"], "\"prob\""),
+    (&["criterion", "margin", "sample_rate"], "1.0"),
+    (&["val"], "[]"),
+    (&["val_every"], "0"),
 ];
 
 /// Reads a run's `config.json`, filling in [`ADDED_CONFIG_FIELDS`] that an older file lacks.

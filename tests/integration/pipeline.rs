@@ -75,10 +75,33 @@ fn train_writes_the_run_and_eval_reproduces_its_report() {
     use groupface::protocol::ijb::{write_fake_ijb, FakeIjbSpec, Ijb};
     let ijb = dir.join("ijb");
     write_fake_ijb(&ijb, &FakeIjbSpec::uniform(Ijb::C, 3, 2, 2, 2)).unwrap();
-    let job = eval_job(dir.clone(), None, EvalData::Ijb { root: ijb.clone(), which: Ijb::C });
+    let mut job = eval_job(dir.clone(), None, EvalData::Ijb { root: ijb.clone(), which: Ijb::C });
+    let scores_dir = dir.join("ijb-out");
+    job.pictures = Some(scores_dir.clone());
     let ijb_report = evaluate_run(backend(), 0, job).expect("IJB evaluation runs");
     assert_eq!((ijb_report.plain.positives, ijb_report.plain.negatives), (3, 12));
     assert!(ijb_report.group_aware.is_some());
+    // XNorm, the mean norm of the embeddings before normalisation, in every report made
+    // from images (the held-out one included); the same images give the same figure.
+    let xnorm = ijb_report.plain.xnorm.expect("XNorm of the IJB images");
+    assert!(xnorm.is_finite() && xnorm > 0.0, "{xnorm}");
+    assert_eq!(ijb_report.group_aware.as_ref().unwrap().xnorm, Some(xnorm));
+    assert!(report.plain.xnorm.is_some_and(|x| x > 0.0), "{:?}", report.plain.xnorm);
+    // The template-pair scores as insightface's eval_ijbc.py saves them (`ijbc.npy`, float32,
+    // in the pair file's order), and the group-aware ones beside them; each report names its
+    // file.
+    for (name, report) in [
+        ("ijbc", &ijb_report.plain),
+        ("ijbc_group_aware", ijb_report.group_aware.as_ref().unwrap()),
+    ] {
+        let path = scores_dir.join(format!("{name}.npy"));
+        let scores = groupface::protocol::npy::read(&path).unwrap().into_vec_f32().unwrap();
+        assert_eq!(scores.len(), 15, "{name}");
+        // Cosines; the group-aware score adds its group term, which has no fixed range.
+        let top = if name == "ijbc" { 1.0 + 1e-6 } else { f32::INFINITY };
+        assert!(scores.iter().all(|s| s.is_finite() && *s <= top), "{name}: {scores:?}");
+        assert_eq!(report.settings["score_file"], path.display().to_string());
+    }
     // The run's PyTorch export, evaluated as a checkpoint, gives the same scores.
     let job = eval_job(
         dir.join("model.safetensors"),
@@ -127,6 +150,7 @@ fn train_writes_the_run_and_eval_reproduces_its_report() {
             embedding: embeddings,
             feature: None,
             probs: None,
+            norms: Vec::new(),
         },
         &list,
         None,
@@ -369,4 +393,35 @@ fn data_sheet_writes_a_grid_of_synthetic_faces_and_checks_its_keys() {
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(!bad.status.success() && stderr.contains("`identities`"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `bench` (task=train) takes real training steps on the CPU and prints its figures as JSON:
+/// the step the Learner takes, here under Partial FC (`sample_rate=0.5` of 10 classes: 5
+/// centres, the batch's 4 among them). No figure is checked for speed, only that each is there
+/// and sane.
+#[cfg(feature = "flex")]
+#[test]
+fn bench_takes_training_steps_on_the_cpu() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_bench"))
+        .args([
+            "backbone=tiny",
+            "groups=4",
+            "batch=4",
+            "steps=2",
+            "warmup=1",
+            "classes=10",
+            "sample_rate=0.5",
+            "backend=flex",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    let row: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    assert_eq!((row["classes"].as_u64(), row["sample_rate"].as_f64()), (Some(10), Some(0.5)));
+    assert_eq!((row["batch"].as_u64(), row["steps"].as_u64()), (Some(4), Some(2)));
+    for key in ["step_seconds", "images_per_second", "last_loss"] {
+        let value = row[key].as_f64().unwrap_or(f64::NAN);
+        assert!(value.is_finite() && value > 0.0, "{key}: {row}");
+    }
 }
