@@ -213,7 +213,7 @@ impl ValTargets {
         step: usize,
         device: &B::Device,
     ) -> Option<TargetScores> {
-        if self.every == 0 || step % self.every != 0 {
+        if self.every == 0 || !step.is_multiple_of(self.every) {
             return None;
         }
         (self.last_step.swap(step, Ordering::SeqCst) != step)

@@ -2,8 +2,9 @@
 //!
 //! One figure of small multiples, two panels to a row, one panel per quantity, each with its
 //! own y axis (a loss of 20 and a learning rate of 0.001 share no useful scale): the loss and
-//! the classification accuracy (train and valid rows), the held-out verification accuracy
-//! (every `verification*` column) and the learning rate, all against the epoch. A column the
+//! the classification accuracy (train and valid rows), the verification accuracy at each
+//! epoch's end (the held-out identities and every `val=` target, valid rows) and the learning
+//! rate, all against the epoch. A column the
 //! file lacks, or that holds no value, leaves its panel out, so files of older runs or runs
 //! without held-out pairs still draw what they have.
 //!
@@ -126,8 +127,9 @@ impl MetricsTable {
 enum Columns {
     /// The column of this name.
     Exact(&'static str),
-    /// Every column whose name starts with this.
-    Prefix(&'static str),
+    /// The verification columns (`verification_*`) but the running bests, on the valid rows
+    /// only (the end-of-epoch measurements), each line named after its set.
+    Verification,
 }
 
 /// One panel of `curves.svg`: its title, y label, columns and legend corner.
@@ -153,9 +155,9 @@ const PANELS: [PanelSpec; 4] = [
         legend: Legend::BottomRight,
     },
     PanelSpec {
-        title: "Held-out verification accuracy",
+        title: "Verification accuracy",
         y_label: "accuracy (10-fold)",
-        columns: Columns::Prefix("verification"),
+        columns: Columns::Verification,
         legend: Legend::BottomRight,
     },
     PanelSpec {
@@ -180,7 +182,7 @@ pub fn training_curves(table: &MetricsTable, title: &str) -> Option<Panels> {
             .map(String::as_str)
             .filter(|c| match spec.columns {
                 Columns::Exact(name) => *c == name,
-                Columns::Prefix(prefix) => c.starts_with(prefix),
+                Columns::Verification => c.starts_with("verification") && !c.ends_with("_best"),
             })
             .collect();
         let mut plot = LinePlot::new(
@@ -192,14 +194,18 @@ pub fn training_curves(table: &MetricsTable, title: &str) -> Option<Panels> {
         .with_size(480, 320);
         for column in &columns {
             for split in table.splits() {
+                let verification = matches!(spec.columns, Columns::Verification);
                 let points = table.series(split, column);
-                if points.is_empty() {
+                if points.is_empty() || (verification && split != "valid") {
                     continue;
                 }
-                let name = if columns.len() == 1 {
-                    split.to_string()
-                } else {
-                    format!("{split} {column}")
+                let name = match (verification, columns.len()) {
+                    (true, _) => match column.strip_prefix("verification_") {
+                        Some("accuracy") | None => "held-out identities".to_string(),
+                        Some(set) => set.to_string(),
+                    },
+                    (false, 1) => split.to_string(),
+                    (false, _) => format!("{split} {column}"),
                 };
                 let markers = points.len() <= MARKERS_UP_TO;
                 let series = Series::new(name, points);
@@ -257,7 +263,7 @@ epoch,split,loss,accuracy,l1_margin_softmax_,l2_self-grouping_,largest_group_sha
         let titles: Vec<&str> = panels.plots.iter().map(|p| p.title.as_str()).collect();
         assert_eq!(
             titles,
-            ["Loss", "Classification accuracy", "Held-out verification accuracy", "Learning rate"]
+            ["Loss", "Classification accuracy", "Verification accuracy", "Learning rate"]
         );
         let points =
             |panel: usize, series: usize| panels.plots[panel].series[series].points.clone();
@@ -271,7 +277,7 @@ epoch,split,loss,accuracy,l1_margin_softmax_,l2_self-grouping_,largest_group_sha
         assert_eq!(points(1, 1), [(1.0, 0.25), (2.0, 0.75)]);
         // The train rows have no verification and the valid rows no learning rate: one line
         // each, no legend.
-        assert_eq!(names(2), ["valid"]);
+        assert_eq!(names(2), ["held-out identities"]);
         assert_eq!(points(2, 0), [(1.0, 0.625), (2.0, 0.875)]);
         assert_eq!(names(3), ["train"]);
         assert_eq!(points(3, 0), [(1.0, 0.05), (2.0, 0.025)]);
@@ -301,12 +307,15 @@ epoch,split,loss,accuracy,l1_margin_softmax_,l2_self-grouping_,largest_group_sha
         // Nothing plottable: no figure.
         let table = MetricsTable::parse("epoch,split,other\n1,train,3\n", Path::new("m")).unwrap();
         assert!(training_curves(&table, "t").is_none());
-        // Several verification columns: one line each, named by split and column.
-        let csv = "epoch,split,verification_accuracy,verification_lfw\n1,valid,0.5,0.25\n";
+        // Several verification columns (`val=` targets): one line each, named by its set, from
+        // the valid rows; the running bests and the train rows' val_every means are left out.
+        let csv = "epoch,split,verification_accuracy,verification_lfw,verification_lfw_best\n\
+                   1,train,,0.2,0.3\n1,valid,0.5,0.25,0.3\n";
         let table = MetricsTable::parse(csv, Path::new("m")).unwrap();
         let panels = training_curves(&table, "t").unwrap();
         let names: Vec<&str> = panels.plots[0].series.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["valid verification_accuracy", "valid verification_lfw"]);
+        assert_eq!(names, ["held-out identities", "lfw"]);
+        assert_eq!(panels.plots[0].series[1].points, [(1.0, 0.25)]);
     }
 
     #[test]

@@ -431,7 +431,7 @@ impl<B: TrainBackend> TrainStep for TrainModel<B> {
             (Some(targets), Some(key)) => {
                 let (step, epoch) = self.guard.place(key);
                 let done = step - 1;
-                (done % self.guard.per_epoch() != 0)
+                (!done.is_multiple_of(self.guard.per_epoch()))
                     .then(|| {
                         let device = batch.images.device();
                         targets.at_step(&self.model.valid(), epoch, done, &device)
