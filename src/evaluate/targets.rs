@@ -100,6 +100,12 @@ pub fn target_name(path: &Path) -> Result<String, String> {
     Ok(stem.to_string())
 }
 
+/// The two metrics of the target named `name`, as the dashboard shows them and
+/// `metrics.csv` lists them: its accuracy and its best so far.
+pub fn metric_names(name: &str) -> [String; 2] {
+    [format!("Verification {name}"), format!("Verification {name} best")]
+}
+
 /// Checks a list of targets before anything is read: each a `.bin` path with a plain stem,
 /// no two with the same stem.
 pub fn check_target_paths(paths: &[String]) -> Result<(), String> {

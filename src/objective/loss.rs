@@ -267,6 +267,9 @@ pub struct MarginOutput<B: Backend> {
     pub logits: Tensor<B, 2>,
     /// Plain cosine similarities to every class, `[batch, C]` (for accuracy).
     pub cosine: Tensor<B, 2>,
+    /// The labels as columns of `cosine`, `[batch]`: the labels themselves, or their positions
+    /// in a Partial FC sample.
+    pub targets: Tensor<B, 1, Int>,
 }
 
 impl<B: Backend> MarginSoftmax<B> {
@@ -316,8 +319,8 @@ impl<B: Backend> MarginSoftmax<B> {
         let one_hot = labels.clone().one_hot::<2>(classes).float();
         // Only the target column changes, so its gradient is exactly d(margined)/d(target).
         let logits = (cosine.clone() + one_hot * (margined - target)) * self.scale;
-        let loss = cross_entropy(logits.clone(), labels);
-        MarginOutput { loss, logits, cosine }
+        let loss = cross_entropy(logits.clone(), labels.clone());
+        MarginOutput { loss, logits, cosine, targets: labels }
     }
 
     /// `cos(m1·θ + m2) − m3` of the target cosines, `[batch, 1]` to `[batch, 1]`.
@@ -526,17 +529,9 @@ impl<B: Backend> Criterion<B> {
         group_labels: Option<Tensor<B, 1, Int>>,
         sample: Option<&ClassSample>,
     ) -> LossTerms<B> {
-        let (margin, targets) = match sample {
-            Some(sample) => {
-                let targets = TensorData::new(sample.labels.clone(), [sample.labels.len()]);
-                (
-                    self.margin.forward_sampled(output.embedding.clone(), sample),
-                    Tensor::from_data(targets, &classes.device()),
-                )
-            }
-            None => {
-                (self.margin.forward(output.embedding.clone(), classes.clone()), classes.clone())
-            }
+        let margin = match sample {
+            Some(sample) => self.margin.forward_sampled(output.embedding.clone(), sample),
+            None => self.margin.forward(output.embedding.clone(), classes.clone()),
         };
         let mut total = margin.loss.clone();
         let grouping = match (&output.groups, group_labels) {
@@ -558,7 +553,7 @@ impl<B: Backend> Criterion<B> {
             grouping,
             center,
             cosine: margin.cosine,
-            targets,
+            targets: margin.targets,
         }
     }
 }

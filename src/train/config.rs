@@ -159,16 +159,12 @@ impl TrainConfig {
     }
 
     /// The metric names of the `val=` targets, as the Learner logs them and `metrics.csv`
-    /// lists them: `Verification <stem>` and `Verification <stem> best` of each.
+    /// lists them ([`crate::evaluate::targets::metric_names`] of each; the names were checked
+    /// by [`TrainConfig::validate`]).
     pub fn val_metric_names(&self) -> Vec<String> {
-        let stems = self.val.iter().map(|p| {
-            std::path::Path::new(p)
-                .file_stem()
-                .map_or(String::new(), |s| s.to_string_lossy().into())
-        });
-        stems
-            .flat_map(|s| [format!("Verification {s}"), format!("Verification {s} best")])
-            .collect()
+        use crate::evaluate::targets::{metric_names, target_name};
+        let names = self.val.iter().filter_map(|p| target_name(std::path::Path::new(p)).ok());
+        names.flat_map(|name| metric_names(&name)).collect()
     }
 
     /// The model, the margin head and the data agree on widths, classes and image side.

@@ -316,9 +316,10 @@ pub struct TargetMetric {
 }
 
 impl TargetMetric {
-    /// The metric of target `index` of the run's `val=` list, called `name`.
-    pub fn new(index: usize, name: &str, best: bool) -> Self {
-        let name = format!("Verification {name}{}", if best { " best" } else { "" });
+    /// The metric of target `index` of the run's `val=` list, named `name`
+    /// ([`crate::evaluate::targets::metric_names`]): its accuracy, or with `best` its best so
+    /// far.
+    pub fn new(index: usize, name: String, best: bool) -> Self {
         Self { index, best, name: Arc::new(name), state: Default::default(), last: None }
     }
 }
@@ -440,9 +441,7 @@ impl<B: TrainBackend> TrainStep for TrainModel<B> {
             }
             _ => None,
         };
-        let mut output = self.step_output(batch, true);
-        output.val = val;
-        let output = output;
+        let output = StepOutput { val, ..self.step_output(batch, true) };
         // One read of three scalars per step; the metrics read them anyway.
         let [total, l1, l2] = Transaction::default()
             .register(output.loss.clone())

@@ -491,13 +491,15 @@ impl TrainRun {
             .metric_valid_numeric(metric(GroupFaceQuantity::GroupConfidence))
             .metric_train_numeric(LearningRateMetric::new())
             .metric_valid_numeric(metric(GroupFaceQuantity::VerificationAccuracy));
-        for (index, name) in self.config.val.iter().enumerate() {
-            let name = crate::evaluate::targets::target_name(Path::new(name)).unwrap_or_default();
-            for best in [false, true] {
-                training = training.metric_valid_numeric(TargetMetric::new(index, &name, best));
+        let names = watch.targets.as_ref().map(|t| t.names()).unwrap_or_default();
+        for (index, name) in names.iter().enumerate() {
+            let [accuracy, best] = crate::evaluate::targets::metric_names(name);
+            for (metric, best) in [(accuracy, false), (best, true)] {
+                let target = TargetMetric::new(index, metric, best);
                 if self.config.val_every > 0 {
-                    training = training.metric_train_numeric(TargetMetric::new(index, &name, best));
+                    training = training.metric_train_numeric(target.clone());
                 }
+                training = training.metric_valid_numeric(target);
             }
         }
         let mut training = training
