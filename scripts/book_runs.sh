@@ -6,7 +6,7 @@
 # configuration dump and the model tree in its summary.
 #
 #   bash scripts/book_runs.sh             # every part, about 10 minutes on 2 cores
-#   bash scripts/book_runs.sh resume nan  # some: help progress pictures val data sheet disk
+#   bash scripts/book_runs.sh resume nan  # some: help progress pictures val precision data sheet disk
 #                                         # broken dashboard resume nan recipe repeat eval
 #                                         # grid replicas interop replica_tests hosts export
 #                                         # pth ijb
@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/groupface-target}"
 cargo build --release --quiet --bins
 bin="$CARGO_TARGET_DIR/release"
-parts="${*:-help progress pictures val data sheet disk broken dashboard resume nan recipe repeat eval grid replicas interop replica_tests hosts export pth ijb}"
+parts="${*:-help progress pictures val precision data sheet disk broken dashboard resume nan recipe repeat eval grid replicas interop replica_tests hosts export pth ijb}"
 want() { [[ " $parts " == *" $1 "* ]]; }
 commit="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo '+changes')"
 
@@ -124,6 +124,24 @@ if want val; then
         cut -d, -f1,2,13- runs/book-val/metrics.csv
     } >assets/book_val.txt
     echo "assets/book_val.txt ($commit)"
+fi
+
+if want precision; then
+    # Mixed precision on the CPU: the step's time in each precision (flex has bf16 and f16,
+    # ndarray refuses them), then the default job for 3 epochs in each.
+    rm -rf runs/book-precision-*
+    {
+        for precision in f32 bf16 f16 bf16-pure; do
+            show bench backbone=tiny batch=64 steps=10 warmup=2 precision=$precision
+            "$bin/bench" backbone=tiny batch=64 steps=10 warmup=2 precision=$precision 2>/dev/null
+        done
+        show bench backbone=tiny precision=bf16 backend=ndarray
+        "$bin/bench" backbone=tiny precision=bf16 backend=ndarray 2>&1 || echo "(exit status $?)"
+        for precision in f32 bf16 f16; do
+            run train epochs=3 precision=$precision out=runs/book-precision-$precision
+        done
+    } >assets/book_precision.txt
+    echo "assets/book_precision.txt ($commit)"
 fi
 
 if want data; then

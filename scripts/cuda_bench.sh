@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU figures of the README and the book, in one run on a CUDA machine: Burn's training
-# step (backend=cuda, f32 and pure bf16) against PyTorch eager (bf16 autocast, and f32) for
+# step (backend=cuda, f32 and mixed bf16) against PyTorch eager (bf16 autocast, and f32) for
 # r34 and r100 at batch 128, the group head's share of r100's step, and the default training
 # job on the GPU. Each part has its own time limit, so one failure leaves the others.
 #

@@ -33,7 +33,16 @@
 //!    step benchmark, the `data` tool and their progress bars.
 //!
 //! The binaries in `src/bin` parse their arguments and call [`app`] or [`train`].
+
 #![recursion_limit = "256"]
+
+// Burn 0.21's `distributed` feature (which `ddp` turns on) implements autodiff only over
+// backends with collective operations; ndarray and flex have none, and wgpu's server has no
+// all-reduce.
+#[cfg(all(feature = "ddp", any(feature = "ndarray", feature = "flex", feature = "wgpu")))]
+compile_error!(
+    "the `ddp` build is CUDA only: build it with `--no-default-features --features ddp`"
+);
 
 pub mod analysis;
 pub mod app;

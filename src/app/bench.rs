@@ -101,7 +101,14 @@ impl BackendJob for BenchCase {
             LabelMethod::SelfDistributed,
             32,
             &device,
-        );
+        )
+        .with_precision(self.precision);
+        if self.precision.scales_loss() {
+            model.guard = std::sync::Arc::new(
+                crate::train::step::StepGuard::default()
+                    .with_loss_scaler(crate::train::step::LossScaler::default()),
+            );
+        }
         // The paper's SGD (momentum 0.9, weight decay 5e-4: `TrainConfig`'s defaults).
         let mut optimizer = sgd(0.9, 5e-4).init();
         let side = self.model.backbone.input_side;

@@ -125,20 +125,79 @@ pub type WgpuAutodiff = burn::backend::Autodiff<burn::backend::Wgpu<f32, i32>>;
 #[cfg(feature = "cuda")]
 pub type CudaAutodiff = burn::backend::Autodiff<burn::backend::Cuda<f32, i32>>;
 
-/// The floating-point type of every float tensor a job creates, parameters included.
+/// The floating-point types of a run (`precision=`).
 ///
-/// `bf16` is Burn 0.21's device-wide default dtype (`set_default_dtypes`), so the backend types
-/// stay the f32 ones and nothing is compiled twice. It is pure bfloat16, not PyTorch's autocast:
-/// parameters, gradients and optimiser state are bf16 too, which is right for timing a step and
-/// wrong for a long training run (SGD updates below bf16's resolution are lost). Only `bench`
-/// takes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// `bf16` and `f16` are mixed precision, as PyTorch's autocast and arcface_torch's `fp16`
+/// run it: parameters, gradients and the optimiser's state stay f32; each step casts the
+/// images to the low type, so the backbone's convolutions, BatchNorm affines and activations
+/// compute in it (every layer casts its f32 weights to its input's type; BatchNorm takes its
+/// statistics in f32), and the trunk's output is cast back to f32 before the FC, as
+/// arcface_torch's IResNet does (`self.fc(x.float())`), so the embedding, the group decision
+/// network and the loss are f32. `f16` scales the loss (`LossScaler` of the training step):
+/// f16's smallest normal number, 6e-5, is above many gradients.
+///
+/// `bf16-pure` is Burn 0.21's device-wide default dtype (`set_default_dtypes`): parameters,
+/// gradients and optimiser state are bf16 too. Right for timing a step, wrong for a long run
+/// (SGD updates below bf16's resolution are lost); only `bench` takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum Precision {
     /// 32-bit floats, the backends' own default.
+    #[default]
+    #[serde(rename = "f32")]
     F32,
-    /// bfloat16 everywhere.
+    /// Mixed precision: the backbone computes in bfloat16.
+    #[serde(rename = "bf16")]
     Bf16,
+    /// Mixed precision: the backbone computes in IEEE half, with dynamic loss scaling.
+    #[serde(rename = "f16")]
+    F16,
+    /// bfloat16 everywhere, parameters included (`bench` only).
+    #[serde(rename = "bf16-pure")]
+    Bf16Pure,
+}
+
+impl Precision {
+    /// The type the backbone computes in under mixed precision; `None` for `f32` and
+    /// `bf16-pure` (whose tensors are all of one type already).
+    pub fn compute_dtype(self) -> Option<burn::tensor::FloatDType> {
+        use burn::tensor::FloatDType;
+        match self {
+            Self::Bf16 => Some(FloatDType::BF16),
+            Self::F16 => Some(FloatDType::F16),
+            Self::F32 | Self::Bf16Pure => None,
+        }
+    }
+
+    /// Whether training scales the loss (f16's narrow exponent range).
+    pub fn scales_loss(self) -> bool {
+        self == Self::F16
+    }
+
+    /// The dtype a device must support for this precision, if not f32.
+    pub fn low_dtype(self) -> Option<burn::tensor::DType> {
+        use burn::tensor::DType;
+        match self {
+            Self::F32 => None,
+            Self::Bf16 | Self::Bf16Pure => Some(DType::BF16),
+            Self::F16 => Some(DType::F16),
+        }
+    }
+
+    /// Refuses a precision that the device of backend `B` cannot compute in (ndarray has f32
+    /// and f64 only; WGSL has no bfloat16), naming the backend.
+    pub fn check_supported<B: burn::tensor::backend::Backend>(
+        self,
+        device: &B::Device,
+        kind: BackendKind,
+    ) -> Result<(), String> {
+        match self.low_dtype() {
+            Some(dtype) if !B::supports_dtype(device, dtype) => Err(format!(
+                "precision={self}: backend `{kind}` cannot compute in {dtype:?} on this device \
+                 (flex and cuda can; ndarray has f32 only); use precision=f32 or another backend"
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl fmt::Display for Precision {
@@ -146,6 +205,8 @@ impl fmt::Display for Precision {
         f.write_str(match self {
             Self::F32 => "f32",
             Self::Bf16 => "bf16",
+            Self::F16 => "f16",
+            Self::Bf16Pure => "bf16-pure",
         })
     }
 }
@@ -156,7 +217,9 @@ impl FromStr for Precision {
         match s {
             "f32" => Ok(Self::F32),
             "bf16" => Ok(Self::Bf16),
-            _ => Err(format!("expected f32|bf16, found `{s}`")),
+            "f16" => Ok(Self::F16),
+            "bf16-pure" => Ok(Self::Bf16Pure),
+            _ => Err(format!("expected f32|bf16|f16|bf16-pure, found `{s}`")),
         }
     }
 }
@@ -175,20 +238,22 @@ impl<J: BackendJob> BackendJob for Prepared<J> {
 
     fn run<B: TrainBackend>(self, device: B::Device) -> Self::Output {
         use burn::tensor::{DType, Element};
-        if self.precision == Precision::Bf16 {
+        if self.precision == Precision::Bf16Pure {
             let int = <B::IntElem as Element>::dtype();
             if let Err(err) = burn::tensor::set_default_dtypes::<B>(&device, DType::BF16, int) {
                 // A second job in the same process finds the device already set; that is
                 // fine when it was set to bf16 (the settings are fixed once any tensor exists).
                 let now = burn::tensor::get_device_settings::<B>(&device).float_dtype;
                 if DType::from(now) != DType::BF16 {
-                    return Err(format!("precision=bf16: {err}"));
+                    return Err(format!("precision=bf16-pure: {err}"));
                 }
             }
         }
         if !self.kind.is_cpu() {
             probe::<B>(&device, self.kind, self.index)?;
         }
+        // After the probe: asking a GPU what it supports starts it.
+        self.precision.check_supported::<B>(&device, self.kind)?;
         Ok(self.job.run::<B>(device))
     }
 }
@@ -228,7 +293,9 @@ fn probe<B: AutodiffBackend>(
     Err(format!("backend `{kind}` could not start{which} ({message}; see above): {hint}"))
 }
 
-/// [`run`] with every float tensor of the job in `precision` (see [`Precision`]).
+/// [`run`] after checking that the device computes in `precision`'s low type, with the
+/// device's default float type set to bf16 for `bf16-pure` (see [`Precision`]; mixed precision
+/// is the job's own, through the model's casts).
 pub fn run_with_precision<J: BackendJob>(
     kind: BackendKind,
     precision: Precision,

@@ -88,9 +88,9 @@ fn spec() -> Spec {
         Key {
             name: "precision",
             default: Some("f32"),
-            accepts: "f32|bf16",
-            help:
-                "float type of the Burn step; bf16 is pure bfloat16 (parameters too), not autocast",
+            accepts: "f32|bf16|f16|bf16-pure",
+            help: "float types of the Burn step: bf16/f16 mixed as train's precision=, \
+                   bf16-pure bfloat16 everywhere (parameters too)",
         },
         Key {
             name: "device",

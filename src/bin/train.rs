@@ -124,6 +124,12 @@ fn spec() -> Spec {
             "limit of the global gradient L2 norm (insightface: 5; 0: off)",
         ),
         key(
+            "precision",
+            Some("f32"),
+            "f32|bf16|f16",
+            "mixed precision: the backbone in bf16, or in f16 with loss scaling (flex, cuda)",
+        ),
+        key(
             "devices",
             Some("1"),
             "integer >= 1",
@@ -261,6 +267,7 @@ fn config_from_args(args: &cli::Args) -> Result<TrainConfig, CliError> {
         .with_nodes(args.get("nodes")?)
         .with_val(args.get_list::<String>("val")?.iter().map(|p| absolute(p)).collect())
         .with_val_every(args.get("val_every")?)
+        .with_precision(args.get("precision")?)
         .with_data_path(data_path);
     if config.data_path.is_none() {
         return Ok(config);

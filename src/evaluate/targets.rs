@@ -69,18 +69,22 @@ impl ValTarget {
     }
 
     /// insightface's 10-fold accuracy of plain cosine similarity on the flip-summed
-    /// embeddings, what `eval data=FILE.bin` reports; NaN when the protocol cannot be computed
-    /// (embeddings that are not finite).
+    /// embeddings, what `eval data=FILE.bin` reports (NaN when the protocol cannot be computed:
+    /// embeddings that are not finite), and the set's XNorm (the mean norm of the
+    /// un-normalised embeddings of every image and view, as insightface's training callback
+    /// logs beside the accuracy).
     pub fn accuracy<B: ConvBackend>(
         &self,
         model: &GroupFace<B>,
         batch: usize,
         mode: Option<GroupMode>,
         device: &B::Device,
-    ) -> f64 {
+    ) -> (f64, f64) {
         let images = self.images.iter().map(|v| v.as_slice());
         let embeddings = embed_pixels(model, images, self.side, batch, mode, device);
-        plain_verification(&embeddings, &self.pairs).map_or(f64::NAN, |r| r.accuracy)
+        let accuracy =
+            plain_verification(&embeddings, &self.pairs).map_or(f64::NAN, |r| r.accuracy);
+        (accuracy, embeddings.xnorm().unwrap_or(f64::NAN))
     }
 }
 
@@ -153,7 +157,7 @@ impl std::fmt::Debug for ValTargets {
 }
 
 /// The header of `val_targets.csv`.
-const LOG_HEADER: &str = "epoch,step,target,accuracy,best\n";
+const LOG_HEADER: &str = "epoch,step,target,accuracy,best,xnorm\n";
 
 impl ValTargets {
     /// Loads `paths` at `side` pixels, to be measured every `every` steps (0: once per epoch)
@@ -233,8 +237,8 @@ impl ValTargets {
         step: usize,
         device: &B::Device,
     ) -> TargetScores {
-        let accuracy: Vec<f64> =
-            self.targets.iter().map(|t| t.accuracy(model, self.batch, self.mode, device)).collect();
+        let (accuracy, xnorm): (Vec<f64>, Vec<f64>) =
+            self.targets.iter().map(|t| t.accuracy(model, self.batch, self.mode, device)).unzip();
         let mut best = self.best.lock().unwrap_or_else(|p| p.into_inner());
         let mut rows = String::new();
         for (i, target) in self.targets.iter().enumerate() {
@@ -242,7 +246,10 @@ impl ValTargets {
             if accuracy[i] > best[i] || best[i].is_nan() {
                 best[i] = accuracy[i];
             }
-            rows.push_str(&format!("{epoch},{step},{},{},{}\n", target.name, accuracy[i], best[i]));
+            rows.push_str(&format!(
+                "{epoch},{step},{},{},{},{}\n",
+                target.name, accuracy[i], best[i], xnorm[i]
+            ));
         }
         if let Err(e) = append(&self.log, &rows) {
             eprintln!("error: {e}");
@@ -280,20 +287,25 @@ fn restore_log(
     for (number, line) in text.lines().enumerate().skip(1) {
         let bad = || {
             format!(
-                "{}:{}: expected `epoch,step,target,accuracy,best`, found `{line}`",
+                "{}:{}: expected `epoch,step,target,accuracy,best,xnorm`, found `{line}`",
                 log.display(),
                 number + 1
             )
         };
         let fields: Vec<&str> = line.split(',').collect();
-        let [epoch, _, target, accuracy, _] = fields[..] else { return Err(bad()) };
+        // Logs written before the XNorm column have five fields; their rows keep an empty one.
+        let (epoch, target, accuracy, xnorm) = match fields[..] {
+            [epoch, _, target, accuracy, _] => (epoch, target, accuracy, None),
+            [epoch, _, target, accuracy, _, xnorm] => (epoch, target, accuracy, Some(xnorm)),
+            _ => return Err(bad()),
+        };
         let epoch: usize = epoch.parse().map_err(|_| bad())?;
         let accuracy: f64 = accuracy.parse().map_err(|_| bad())?;
         if epoch > keep_through {
             continue;
         }
         kept.push_str(line);
-        kept.push('\n');
+        kept.push_str(if xnorm.is_none() { ",\n" } else { "\n" });
         if let Some(i) = names.iter().position(|n| *n == target) {
             if accuracy > best[i] || best[i].is_nan() {
                 best[i] = accuracy;
@@ -327,14 +339,20 @@ mod tests {
         let dir = temp_dir("val-log");
         let log = dir.join("val_targets.csv");
         let text = format!(
-            "{LOG_HEADER}1,4,lfw,0.7,0.7\n1,4,cfp,0.6,0.6\n2,8,lfw,0.8,0.8\n2,8,cfp,0.5,0.6\n\
-             3,12,lfw,0.9,0.9\n"
+            "{LOG_HEADER}1,4,lfw,0.7,0.7,20.5\n1,4,cfp,0.6,0.6,19.0\n2,8,lfw,0.8,0.8,21.0\n\
+             2,8,cfp,0.5,0.6,18.5\n3,12,lfw,0.9,0.9,22.0\n"
         );
         std::fs::write(&log, &text).unwrap();
         let (kept, best) = restore_log(&log, &["lfw", "cfp"], 2).unwrap();
         assert_eq!(kept.lines().count(), 5);
         assert!(!kept.contains("3,12"));
+        assert!(kept.contains("2,8,cfp,0.5,0.6,18.5\n"));
         assert_eq!(best, [0.8, 0.6]);
+        // A log from before the XNorm column: its rows get an empty one.
+        std::fs::write(&log, "epoch,step,target,accuracy,best\n1,4,lfw,0.7,0.7\n").unwrap();
+        let (kept, best) = restore_log(&log, &["lfw"], 1).unwrap();
+        assert_eq!(kept, format!("{LOG_HEADER}1,4,lfw,0.7,0.7,\n"));
+        assert_eq!(best, [0.7]);
         let (fresh, best) = restore_log(&log, &["lfw"], 0).unwrap();
         assert_eq!((fresh.as_str(), best[0].is_nan()), (LOG_HEADER, true));
         std::fs::write(&log, format!("{LOG_HEADER}1,4,lfw,oops,0.7\n")).unwrap();

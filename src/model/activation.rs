@@ -57,7 +57,9 @@ impl<B: Backend> PRelu<B> {
         let batch = dims[0];
         let rest = dims.iter().product::<usize>() / (batch * channels).max(1);
         let x = input.reshape([batch, channels, rest]);
-        let alpha = per_sample(self.alpha.val().reshape([1, channels, 1]), batch);
+        // The slopes in the input's type (mixed precision keeps them f32).
+        let alpha = self.alpha.val().cast(x.dtype());
+        let alpha = per_sample(alpha.reshape([1, channels, 1]), batch);
         x.clone().clamp_min(0.0).add(x.clamp_max(0.0).mul(alpha)).reshape(dims)
     }
 }

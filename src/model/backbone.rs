@@ -302,7 +302,9 @@ impl<B: ConvBackend> IResNet<B> {
         }
         let x = self.dropout.forward(self.out_bn.forward(x));
         // [batch, channels, h, w] -> [batch, channels * h * w], channel-major like PyTorch.
-        let x: Tensor<B, 2> = x.flatten(1, 3);
+        // Mixed precision ends here, as in arcface_torch's IResNet (`self.fc(x.float())`): the
+        // FC, the embedding and everything after it are in the parameters' type.
+        let x: Tensor<B, 2> = x.flatten(1, 3).cast(self.fc.weight.val().dtype());
         self.features.forward(self.fc.forward(x))
     }
 }

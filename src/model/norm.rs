@@ -81,11 +81,14 @@ impl<B: Backend> BatchNorm<B> {
         let dims = input.dims();
         let (batch, channels) = (dims[0], dims[1]);
         let rest: usize = dims[2..].iter().product();
-        let x = input.reshape([batch, channels, rest]);
+        // Under mixed precision the statistics are taken in the parameters' f32 (a bf16 sum of
+        // a whole feature map loses the mean), and the output returns to the input's type.
+        let dtype = input.dtype();
+        let x = input.reshape([batch, channels, rest]).cast(self.gamma.val().dtype());
         let (scale, shift) =
             if B::ad_enabled(&x.device()) { self.batch_affine(&x) } else { self.running_affine() };
         // One multiply and one add over the whole tensor, against [N, C, 1] operands.
-        x.mul(per_sample(scale, batch)).add(per_sample(shift, batch)).reshape(dims)
+        x.mul(per_sample(scale, batch)).add(per_sample(shift, batch)).reshape(dims).cast(dtype)
     }
 
     /// `[C]` scale and shift of the running statistics: `y = x * scale + shift`.

@@ -7,6 +7,7 @@ use burn::optim::SgdConfig;
 use burn::prelude::*;
 use std::path::Path;
 
+use crate::backend::Precision;
 use crate::data::synth::SynthConfig;
 use crate::evaluate::held_out::SynthEvalConfig;
 use crate::model::GroupFaceConfig;
@@ -125,6 +126,11 @@ pub struct TrainConfig {
     /// 0: at each epoch's end only.
     #[config(default = 0)]
     pub val_every: usize,
+    /// Float types of the training steps: `f32`, or mixed precision with the backbone in
+    /// `bf16`, or in `f16` with dynamic loss scaling ([`crate::backend::Precision`]).
+    /// Evaluation runs in f32.
+    #[config(default = "Precision::F32")]
+    pub precision: Precision,
 }
 
 /// SGD as PyTorch runs it: dampening 0 (Burn's default is 0.1), no momentum or decay term
@@ -243,6 +249,26 @@ impl TrainConfig {
                  refuses one image in training too)",
                 self.batch.to_string(),
             ));
+        }
+        match self.precision {
+            Precision::Bf16Pure => {
+                return Err(ConfigError::new(
+                    "precision",
+                    "f32|bf16|f16 (bf16-pure keeps the weights in bfloat16, where SGD updates \
+                     below its resolution are lost; only `bench` takes it)",
+                    "bf16-pure",
+                ))
+            }
+            Precision::F16 if self.devices * self.nodes > 1 => {
+                return Err(ConfigError::new(
+                    "precision",
+                    "bf16 or f32 with more than one replica (f16's loss scaling skips an \
+                     overflowing step per replica, which would apply the other replicas' \
+                     gradients alone)",
+                    "f16",
+                ))
+            }
+            _ => {}
         }
         if self.nodes > 1 && self.devices > 1 {
             return Err(ConfigError::new(
@@ -379,6 +405,7 @@ pub const ADDED_CONFIG_FIELDS: &[(&[&str], &str)] = &[
     (&["criterion", "margin", "sample_rate"], "1.0"),
     (&["val"], "[]"),
     (&["val_every"], "0"),
+    (&["precision"], "\"f32\""),
 ];
 
 /// Reads a run's `config.json`, filling in [`ADDED_CONFIG_FIELDS`] that an older file lacks.

@@ -20,7 +20,7 @@ use crate::backend::conv::ConvBackend;
 use crate::backend::conv::TrainBackend;
 use crate::data::dataset::FaceBatch;
 use crate::evaluate::targets::TargetScores;
-use crate::train::step::{clip_grad_norm, TrainModel};
+use crate::train::step::{clip_grad_norm, unscale_gradients, TrainModel};
 use burn::optim::{GradientsParams, Optimizer};
 
 /// What one training or validation step reports to the metrics.
@@ -373,7 +373,7 @@ impl<B: ConvBackend> TrainModel<B> {
     /// labels groups with the current E[p] estimate without moving it.
     pub fn step_output(&self, batch: FaceBatch<B>, update_window: bool) -> StepOutput<B> {
         let step = batch.step;
-        let output = self.model.forward(batch.images);
+        let output = self.model.forward(self.step_images(batch.images));
         let group_labels = output.groups.as_ref().and_then(|groups| {
             let mut labeler = self.labeler.lock().expect("labeler lock");
             let scores = labeler.space().scores(groups);
@@ -462,7 +462,17 @@ impl<B: TrainBackend> TrainStep for TrainModel<B> {
         } else {
             output.loss.clone()
         };
+        let scale = self.guard.loss_scale();
+        let loss = if scale != 1.0 { loss.mul_scalar(scale) } else { loss };
         let mut grads = GradientsParams::from_grads(loss.backward(), self);
+        if scale != 1.0 {
+            let finite = unscale_gradients(self, &mut grads, scale);
+            if !self.guard.record_scaled_step(finite) {
+                // f16 overflowed at this scale: the step is skipped, as GradScaler skips
+                // `optimizer.step()`, and the next one runs at half the scale.
+                return TrainOutput { grads: GradientsParams::new(), item: output };
+            }
+        }
         let max_norm = self.guard.clip_grad_norm();
         if max_norm > 0.0 {
             // Like insightface, which clips its backbone and not the class weights.

@@ -31,11 +31,11 @@ use crate::train::learner::{
 };
 use crate::train::renderer::{EpochLines, QuietRenderer};
 use crate::train::run_dir::{
-    complete_checkpoints, last_checkpoint, load_labels, prepare_run_dir, save_atomically,
-    save_labels, write_metrics_csv, AtomicRecorder, RunRecorder,
+    complete_checkpoints, last_checkpoint, load_labels, load_loss_scale, prepare_run_dir,
+    save_atomically, save_labels, save_loss_scale, write_metrics_csv, AtomicRecorder, RunRecorder,
 };
 use crate::train::schedule::Schedule;
-use crate::train::step::{StepGuard, TrainModel};
+use crate::train::step::{LossScaler, StepGuard, TrainModel};
 use crate::util::progress::Progress;
 
 /// A training run on one backend: the configuration and where it writes.
@@ -73,7 +73,9 @@ pub struct TrainOutcome {
 /// Trains on the backend `kind` (device `index` for GPUs), then evaluates on held-out
 /// identities. Not generic, so that the Learner is compiled once, here, for every binary.
 pub fn train(kind: BackendKind, index: usize, run: TrainRun) -> Result<TrainOutcome, String> {
-    crate::backend::run(kind, index, run)?
+    // The precision's dtype is checked against the device before anything is built.
+    let precision = run.config.precision;
+    crate::backend::run_with_precision(kind, precision, index, run)?
 }
 
 /// [`train`], with a quiet run's renderer reporting the training images of every step to
@@ -84,7 +86,8 @@ pub fn train_reporting(
     run: TrainRun,
     progress: Arc<dyn Progress>,
 ) -> Result<TrainOutcome, String> {
-    crate::backend::run(kind, index, Reporting(run, progress))?
+    let precision = run.config.precision;
+    crate::backend::run_with_precision(kind, precision, index, Reporting(run, progress))?
 }
 
 /// The job of [`train_reporting`].
@@ -92,11 +95,10 @@ struct Reporting(TrainRun, Arc<dyn Progress>);
 
 /// Where Burn runs the steps: one device, or `devices` replicas with the optimiser on the
 /// first. CPU backends have one device, which every replica shares; GPU replicas take the
-/// device indices that follow the given one.
-fn execution_strategy<B: AutodiffBackend>(
-    device: &B::Device,
-    devices: usize,
-) -> ExecutionStrategy<B> {
+/// device indices that follow the given one. The `ddp` build (CUDA only) runs the replicas
+/// through burn-train's `ddp` strategy instead: a thread and an optimiser per GPU, the
+/// gradients all-reduced by NCCL as the backward pass produces them.
+fn execution_strategy<B: TrainBackend>(device: &B::Device, devices: usize) -> ExecutionStrategy<B> {
     if devices <= 1 {
         return ExecutionStrategy::single(device.clone());
     }
@@ -109,6 +111,16 @@ fn execution_strategy<B: AutodiffBackend>(
             })
         })
         .collect();
+    #[cfg(feature = "ddp")]
+    {
+        use burn::tensor::backend::distributed::{DistributedConfig, ReduceOperation};
+        // A sum: each replica's loss is already divided by the number of replicas
+        // (`StepGuard`), as for the in-process strategy, so the sum is the gradient of the
+        // global batch's mean loss.
+        let _ = MultiDeviceOptim::OptimMainDevice;
+        ExecutionStrategy::ddp(list, DistributedConfig { all_reduce_op: ReduceOperation::Sum })
+    }
+    #[cfg(not(feature = "ddp"))]
     ExecutionStrategy::multi(list, MultiDeviceOptim::OptimMainDevice)
 }
 
@@ -147,13 +159,22 @@ impl Watch {
     ) -> Result<Self, String> {
         let per_epoch = config.steps_per_epoch(data.train.len());
         let interrupter = Interrupter::new();
-        let guard = Arc::new(StepGuard::new(
+        let mut guard = StepGuard::new(
             per_epoch,
             done_epochs * per_epoch,
             config.clip_grad_norm,
             config.devices,
             interrupter.clone(),
-        ));
+        );
+        if config.precision.scales_loss() {
+            // A resumed run continues at the scale its checkpoint's epoch ended with.
+            let scaler = match done_epochs {
+                0 => LossScaler::default(),
+                epoch => load_loss_scale(out, epoch)?,
+            };
+            guard = guard.with_loss_scaler(scaler);
+        }
+        let guard = Arc::new(guard);
         let probe = Arc::new(VerificationProbe::new(
             Arc::new(data.held_out.clone()),
             config.batch,
@@ -242,6 +263,15 @@ impl TrainRun {
         drop(result.renderer);
         self.check_stopped(&watch.guard, collective_failure)?;
         self.save_trained::<B>(&labeler, &trained)?;
+        if let Some(scaler) = watch.guard.loss_scaler() {
+            save_loss_scale(&self.out, config.epochs, &scaler)?;
+            if !self.quiet {
+                eprintln!(
+                    "precision=f16: {} steps skipped for overflow, final loss scale {}",
+                    scaler.skipped, scaler.scale
+                );
+            }
+        }
         let train_seconds = started.elapsed().as_secs_f64();
         self.evaluate::<B>(&trained, &data, train_seconds, &device)
     }
@@ -364,6 +394,7 @@ impl TrainRun {
             }
         }
         model.guard = watch.guard.clone();
+        model.precision = config.precision;
         model.probe = Some(watch.probe.clone());
         model.targets = watch.targets.clone();
         if let Some(epoch) = resume_from {
@@ -392,6 +423,7 @@ impl TrainRun {
             let seed = config.seed;
             let probe = watch.probe.clone();
             let targets = watch.targets.clone();
+            let guard = watch.guard.clone();
             Arc::new(move |epoch: usize| {
                 probe.arm();
                 if let Some(targets) = &targets {
@@ -401,6 +433,11 @@ impl TrainRun {
                     let history = labeler.lock().map(|l| l.history()).unwrap_or_default();
                     if let Err(e) = save_labels(&dir, epoch - 1, &history) {
                         eprintln!("error: {e}");
+                    }
+                    if let Some(scaler) = guard.loss_scaler() {
+                        if let Err(e) = save_loss_scale(&dir, epoch - 1, &scaler) {
+                            eprintln!("error: {e}");
+                        }
                     }
                 }
                 let _guard = INIT_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());

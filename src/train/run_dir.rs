@@ -152,20 +152,60 @@ pub(crate) fn save_labels(dir: &Path, epoch: usize, history: &[Vec<f32>]) -> Res
         .map_err(|e| format!("cannot create {}: {e}", checkpoints.display()))?;
     let json = serde_json::to_vec(history).map_err(|e| e.to_string())?;
     write_atomically(&checkpoints.join(format!("labels-{epoch}.json")), &json)?;
-    if let Ok(entries) = std::fs::read_dir(&checkpoints) {
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some(old) = name.to_str().and_then(|n| {
-                n.strip_prefix("labels-")?.strip_suffix(".json")?.parse::<usize>().ok()
-            }) else {
-                continue;
-            };
-            if old + 1 < epoch && !checkpoints.join(format!("model-{old}.mpk")).exists() {
-                let _ = std::fs::remove_file(entry.path());
-            }
+    prune_epoch_files(&checkpoints, "labels-", epoch);
+    Ok(())
+}
+
+/// Removes `{prefix}{e}.json` of epochs `e < epoch − 1` whose model checkpoint Burn's
+/// checkpointer has already removed: no resume can need them.
+fn prune_epoch_files(checkpoints: &Path, prefix: &str, epoch: usize) {
+    let Ok(entries) = std::fs::read_dir(checkpoints) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(old) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(prefix)?.strip_suffix(".json")?.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        if old + 1 < epoch && !checkpoints.join(format!("model-{old}.mpk")).exists() {
+            let _ = std::fs::remove_file(entry.path());
         }
     }
+}
+
+/// Saves the f16 loss scaler's state beside the checkpoint of `epoch`
+/// (`checkpoint/loss-scale-{epoch}.json`), so a resumed run continues at its scale.
+pub(crate) fn save_loss_scale(
+    dir: &Path,
+    epoch: usize,
+    scaler: &crate::train::step::LossScaler,
+) -> Result<(), String> {
+    let checkpoints = dir.join("checkpoint");
+    std::fs::create_dir_all(&checkpoints)
+        .map_err(|e| format!("cannot create {}: {e}", checkpoints.display()))?;
+    let json = serde_json::to_vec(scaler).map_err(|e| e.to_string())?;
+    write_atomically(&checkpoints.join(format!("loss-scale-{epoch}.json")), &json)?;
+    prune_epoch_files(&checkpoints, "loss-scale-", epoch);
     Ok(())
+}
+
+/// Reads the loss scaler's state saved with the checkpoint of `epoch`.
+pub(crate) fn load_loss_scale(
+    dir: &Path,
+    epoch: usize,
+) -> Result<crate::train::step::LossScaler, String> {
+    let path = dir.join("checkpoint").join(format!("loss-scale-{epoch}.json"));
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        format!("cannot read {} (precision=f16 resumes at its loss scale): {e}", path.display())
+    })?;
+    serde_json::from_str(&text).map_err(|e| {
+        format!(
+            "{}: expected the loss scaler's state {{scale, good_steps, skipped, \
+             growth_interval}}: {e}",
+            path.display()
+        )
+    })
 }
 
 /// Reads the label window saved with the checkpoint of `epoch`.

@@ -42,6 +42,10 @@ pub struct TrainModel<B: Backend> {
     /// `val_every` steps; shared by clones of the model.
     #[module(skip)]
     pub targets: Option<Arc<crate::evaluate::targets::ValTargets>>,
+    /// The float types of the step (`precision=`): under `bf16`/`f16` the images are cast to
+    /// the low type before the backbone (see [`crate::backend::Precision`]).
+    #[module(skip)]
+    pub precision: crate::backend::Precision,
 }
 
 impl<B: Backend> TrainModel<B> {
@@ -61,6 +65,21 @@ impl<B: Backend> TrainModel<B> {
             probe: None,
             sample_seed: 0,
             targets: None,
+            precision: crate::backend::Precision::F32,
+        }
+    }
+
+    /// The same model stepping in `precision` (mixed `bf16`/`f16`, or `f32`).
+    pub fn with_precision(mut self, precision: crate::backend::Precision) -> Self {
+        self.precision = precision;
+        self
+    }
+
+    /// `images` in the type the backbone computes in under this model's precision.
+    pub fn step_images(&self, images: Tensor<B, 4>) -> Tensor<B, 4> {
+        match self.precision.compute_dtype() {
+            Some(dtype) => images.cast(dtype),
+            None => images,
         }
     }
 
@@ -110,7 +129,7 @@ impl<B: ConvBackend> TrainModel<B> {
         classes: Tensor<B, 1, Int>,
         labeler: &mut GroupLabeler,
     ) -> (GroupFaceOutput<B>, LossTerms<B>) {
-        let output = self.model.forward(images);
+        let output = self.model.forward(self.step_images(images));
         let group_labels = output
             .groups
             .as_ref()
@@ -158,6 +177,7 @@ pub struct StepGuard {
     failure: Mutex<Option<NonFinite>>,
     stopped: Mutex<Option<String>>,
     interrupter: Option<Interrupter>,
+    scaler: Option<Mutex<LossScaler>>,
 }
 
 impl std::fmt::Debug for StepGuard {
@@ -183,6 +203,7 @@ impl Default for StepGuard {
             failure: Mutex::new(None),
             stopped: Mutex::new(None),
             interrupter: None,
+            scaler: None,
         }
     }
 }
@@ -208,6 +229,34 @@ impl StepGuard {
             failure: Mutex::new(None),
             stopped: Mutex::new(None),
             interrupter: Some(interrupter),
+            scaler: None,
+        }
+    }
+
+    /// The same guard scaling the loss of f16 steps with `scaler` (one replica: the skip of
+    /// an overflowing step is decided per replica, so `precision=f16` trains on one).
+    pub fn with_loss_scaler(mut self, scaler: LossScaler) -> Self {
+        self.scaler = Some(Mutex::new(scaler));
+        self
+    }
+
+    /// The loss scaler's state, when the run scales its loss.
+    pub fn loss_scaler(&self) -> Option<LossScaler> {
+        self.scaler.as_ref().and_then(|s| s.lock().ok().map(|s| s.clone()))
+    }
+
+    /// The factor this step's loss is multiplied by before the backward pass (1 without
+    /// loss scaling).
+    pub fn loss_scale(&self) -> f64 {
+        self.loss_scaler().map_or(1.0, |s| s.scale)
+    }
+
+    /// Tells the loss scaler whether this step's unscaled gradients were finite; returns
+    /// whether the optimiser may apply them. Without a scaler every step may.
+    pub fn record_scaled_step(&self, finite: bool) -> bool {
+        match &self.scaler {
+            Some(scaler) => scaler.lock().map(|mut s| s.update(finite)).unwrap_or(false),
+            None => true,
         }
     }
 
@@ -304,6 +353,79 @@ impl StepGuard {
     }
 }
 
+/// Dynamic loss scaling for f16 training, as PyTorch's `torch.amp.GradScaler` does it: the loss
+/// is multiplied by `scale` before the backward pass, so that small gradients survive f16
+/// (whose smallest normal number is 6.1e-5); the gradients are divided by it again before
+/// clipping and the optimiser. A step whose gradients overflow (inf or NaN after unscaling) is
+/// skipped, weights and momentum untouched, and the scale halves; after `growth_interval`
+/// applied steps in a row it doubles. PyTorch's defaults: 2^16, ×2, ×0.5, 2000 steps.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LossScaler {
+    /// The factor of the next step's loss.
+    pub scale: f64,
+    /// Applied steps in a row since the scale last changed.
+    pub good_steps: usize,
+    /// Steps skipped for overflow so far.
+    pub skipped: usize,
+    /// Applied steps in a row after which the scale doubles.
+    pub growth_interval: usize,
+}
+
+impl Default for LossScaler {
+    fn default() -> Self {
+        Self { scale: 65536.0, good_steps: 0, skipped: 0, growth_interval: 2000 }
+    }
+}
+
+impl LossScaler {
+    /// Moves the scale after a step; returns whether the step's gradients may be applied.
+    pub fn update(&mut self, finite: bool) -> bool {
+        if !finite {
+            self.scale *= 0.5;
+            self.good_steps = 0;
+            self.skipped += 1;
+            return false;
+        }
+        self.good_steps += 1;
+        if self.good_steps >= self.growth_interval {
+            self.scale *= 2.0;
+            self.good_steps = 0;
+        }
+        true
+    }
+}
+
+/// Divides every gradient of `module`'s parameters by `scale` and returns whether all of them
+/// are finite: the sum of every gradient's sum is (an inf or NaN anywhere makes it inf or NaN),
+/// so one scalar is read back per step.
+pub fn unscale_gradients<B: AutodiffBackend, M: AutodiffModule<B>>(
+    module: &M,
+    grads: &mut GradientsParams,
+    scale: f64,
+) -> bool {
+    struct Unscale<'a, B: AutodiffBackend> {
+        grads: &'a mut GradientsParams,
+        factor: f64,
+        total: Option<Tensor<B::InnerBackend, 1>>,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Unscale<'_, B> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            if let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) {
+                let g = g.mul_scalar(self.factor);
+                let sum = g.clone().sum();
+                self.total = Some(match self.total.take() {
+                    Some(total) => total + sum,
+                    None => sum,
+                });
+                self.grads.register(param.id, g);
+            }
+        }
+    }
+    let mut unscale = Unscale::<B> { grads, factor: 1.0 / scale, total: None };
+    module.visit(&mut unscale);
+    unscale.total.is_none_or(|total| total.into_scalar().elem::<f64>().is_finite())
+}
+
 /// Scales the gradients of `module`'s parameters so that their global L2 norm
 /// `sqrt(sum_p ||g_p||^2)` is at most `max`, as `torch.nn.utils.clip_grad_norm_` does
 /// (factor `max / (norm + 1e-6)`, applied only when it is below 1). Returns the norm before
@@ -369,6 +491,30 @@ mod tests {
         assert!(guard.check([1.0, 1.0, 0.0], None));
         assert!(!guard.check([f32::INFINITY, f32::INFINITY, 0.0], None));
         assert_eq!(guard.failure().map(|f| f.step), Some(1));
+    }
+
+    #[test]
+    fn the_loss_scale_halves_at_an_overflow_and_doubles_after_the_interval() {
+        // PyTorch's GradScaler with growth_interval 3: 2^16 → (overflow) 2^15 → 3 good steps →
+        // 2^16; the counter restarts at each change, and only the overflow is skipped.
+        let mut scaler = LossScaler { growth_interval: 3, ..LossScaler::default() };
+        assert!(!scaler.update(false));
+        assert_eq!((scaler.scale, scaler.good_steps, scaler.skipped), (32768.0, 0, 1));
+        assert!(scaler.update(true) && scaler.update(true));
+        assert_eq!((scaler.scale, scaler.good_steps), (32768.0, 2));
+        assert!(scaler.update(true));
+        assert_eq!((scaler.scale, scaler.good_steps), (65536.0, 0));
+        assert!(scaler.update(true));
+        assert!(!scaler.update(false));
+        assert_eq!((scaler.scale, scaler.good_steps, scaler.skipped), (32768.0, 0, 2));
+        // A guard without a scaler applies every step at scale 1.
+        let guard = StepGuard::default();
+        assert_eq!(guard.loss_scale(), 1.0);
+        assert!(guard.record_scaled_step(false));
+        let guard = StepGuard::default().with_loss_scaler(LossScaler::default());
+        assert_eq!(guard.loss_scale(), 65536.0);
+        assert!(!guard.record_scaled_step(false));
+        assert_eq!(guard.loss_scale(), 32768.0);
     }
 
     #[test]

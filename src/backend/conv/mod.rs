@@ -83,11 +83,32 @@ pub trait ConvBackend: Backend {
 
 /// A backend that training runs on: autodiff with [`ConvBackend`], over an inner backend that
 /// has it too (validation and evaluation run the model on the inner backend).
+#[cfg(not(feature = "ddp"))]
 pub trait TrainBackend: AutodiffBackend<InnerBackend: ConvBackend> + ConvBackend {}
 
+#[cfg(not(feature = "ddp"))]
 impl<B> TrainBackend for B
 where
     B: AutodiffBackend + ConvBackend,
+    B::InnerBackend: ConvBackend,
+{
+}
+
+/// A backend that training runs on: autodiff with [`ConvBackend`], over an inner backend that
+/// has it too, and with collective operations for Burn's data-parallel strategy (the `ddp`
+/// build, CUDA only).
+#[cfg(feature = "ddp")]
+pub trait TrainBackend:
+    AutodiffBackend<InnerBackend: ConvBackend>
+    + ConvBackend
+    + burn::tensor::backend::distributed::DistributedBackend
+{
+}
+
+#[cfg(feature = "ddp")]
+impl<B> TrainBackend for B
+where
+    B: AutodiffBackend + ConvBackend + burn::tensor::backend::distributed::DistributedBackend,
     B::InnerBackend: ConvBackend,
 {
 }
@@ -161,6 +182,10 @@ impl<B: ConvBackend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
 /// # Shapes
 /// - `x`: `[batch, channels_in, h, w]`
 /// - output: `[batch, channels_out, h_out, w_out]`
+///
+/// The convolution computes in `x`'s float type: under mixed precision (bf16 or f16 images,
+/// f32 parameters) the weight is cast to it, and the cast's gradient brings the weight's
+/// gradient back to f32 (see [`crate::backend::Precision`]).
 pub fn conv2d<B: ConvBackend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     let padding = match conv.padding {
         PaddingConfig2d::Valid => [0, 0],
@@ -168,16 +193,21 @@ pub fn conv2d<B: ConvBackend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4>
             [top, left]
         }
         // `Same` may pad asymmetrically, which `ConvOptions` cannot express.
-        _ => return conv.forward(x),
+        _ => return module_forward(conv, x),
     };
     if conv.bias.is_some() {
-        return conv.forward(x);
+        return module_forward(conv, x);
     }
     let options = ConvOptions::new(conv.stride, padding, conv.dilation, conv.groups);
-    let output = B::conv2d_forward(
-        x.into_primitive().tensor(),
-        conv.weight.val().into_primitive().tensor(),
-        options,
-    );
+    let weight = conv.weight.val().cast(x.dtype());
+    let output =
+        B::conv2d_forward(x.into_primitive().tensor(), weight.into_primitive().tensor(), options);
     Tensor::from_primitive(TensorPrimitive::Float(output))
+}
+
+/// `conv.forward(x)` in the module's own float type, the result cast back to `x`'s (Burn's
+/// module takes its weight as it is, so the types must agree).
+fn module_forward<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let dtype = x.dtype();
+    conv.forward(x.cast(conv.weight.val().dtype())).cast(dtype)
 }
