@@ -676,13 +676,44 @@ fn data_keys_are_checked_before_anything_runs() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// The flex autodiff backend of the mixed-precision tests.
+#[cfg(feature = "flex")]
+type FlexAd = burn::backend::Autodiff<burn::backend::Flex<f32>>;
+
+/// A tiny GroupFace (K = 4) over 6 classes with every lazily initialised weight drawn, so that
+/// its clones share them.
+#[cfg(feature = "flex")]
+fn drawn_tiny_model() -> TrainModel<FlexAd> {
+    use burn::module::Module;
+    let config = GroupFaceConfig::tiny(4);
+    let model = TrainModel::<FlexAd>::new(
+        &config,
+        &CriterionConfig::new(MarginSoftmaxConfig::new(6, config.output_width())),
+        LabelMethod::SelfDistributed,
+        4,
+        &burn::backend::flex::FlexDevice,
+    );
+    model.clone().load_record(model.into_record())
+}
+
+/// The same 6 images of 32 px, one per class, as batch `position` of epoch 1.
+#[cfg(feature = "flex")]
+fn six_faces(position: usize) -> groupface::data::dataset::FaceBatch<FlexAd> {
+    let device = burn::backend::flex::FlexDevice;
+    groupface::data::dataset::FaceBatch {
+        images: images::<FlexAd>(6, 32, &device),
+        labels: ints::<FlexAd>(&[0, 1, 2, 3, 4, 5], &device),
+        step: Some((1, position)),
+    }
+}
+
 /// A tiny GroupFace, its weights drawn, with a labeler of its own (clones of a `TrainModel`
 /// share theirs), stepping in `precision`.
 #[cfg(feature = "flex")]
 fn mixed_model(
-    base: &TrainModel<burn::backend::Autodiff<burn::backend::Flex<f32>>>,
+    base: &TrainModel<FlexAd>,
     precision: groupface::backend::Precision,
-) -> TrainModel<burn::backend::Autodiff<burn::backend::Flex<f32>>> {
+) -> TrainModel<FlexAd> {
     use groupface::train::step::{LossScaler, StepGuard};
     let mut model = base.clone().with_precision(precision);
     model.labeler = std::sync::Arc::new(std::sync::Mutex::new(GroupLabeler::new(
@@ -760,37 +791,19 @@ fn parameter_distance(
 #[cfg(feature = "flex")]
 #[test]
 fn mixed_precision_steps_follow_f32_and_keep_f32_weights() {
-    use burn::module::Module;
     use burn::prelude::ElementConversion;
     use burn::tensor::DType;
     use groupface::backend::Precision;
-    use groupface::data::dataset::FaceBatch;
     use groupface::train::config::sgd;
     use groupface::train::learner::learner_step;
-    type B = burn::backend::Autodiff<burn::backend::Flex<f32>>;
-    let device = burn::backend::flex::FlexDevice;
-    let config = GroupFaceConfig::tiny(4);
-    let base = TrainModel::<B>::new(
-        &config,
-        &CriterionConfig::new(MarginSoftmaxConfig::new(6, config.output_width())),
-        LabelMethod::SelfDistributed,
-        4,
-        &device,
-    );
-    // Draws every lazily initialised weight once, so the clones below share them.
-    let base = base.clone().load_record(base.into_record());
+    let base = drawn_tiny_model();
     let start = parameters(&base);
     let run = |precision: Precision| {
         let mut model = mixed_model(&base, precision);
         let mut optimizer = sgd(0.9, 5e-4).init();
         let mut losses = Vec::new();
         for step in 0..3 {
-            let batch = FaceBatch {
-                images: images::<B>(6, 32, &device),
-                labels: ints::<B>(&[0, 1, 2, 3, 4, 5], &device),
-                step: Some((1, step)),
-            };
-            let (next, output) = learner_step(model, &mut optimizer, batch, 0.003);
+            let (next, output) = learner_step(model, &mut optimizer, six_faces(step), 0.003);
             model = next;
             losses.push(output.loss.into_scalar().elem::<f32>());
         }
@@ -827,39 +840,22 @@ fn mixed_precision_steps_follow_f32_and_keep_f32_weights() {
 
 /// f16 loss scaling skips a step whose scaled gradients overflow: at a scale of 2^40 the
 /// trunk's f16 gradients are far beyond f16's 65504, so the step leaves every weight as it
-/// was (and SGD's momentum empty) and halves the scale; the next one, at 2^39, overflows too.
+/// was and halves the scale; the next one, at 2^39, overflows too.
 #[cfg(feature = "flex")]
 #[test]
 fn an_overflowing_f16_step_is_skipped_and_halves_the_scale() {
-    use burn::module::Module;
     use groupface::backend::Precision;
-    use groupface::data::dataset::FaceBatch;
     use groupface::train::config::sgd;
     use groupface::train::learner::learner_step;
     use groupface::train::step::{LossScaler, StepGuard};
-    type B = burn::backend::Autodiff<burn::backend::Flex<f32>>;
-    let device = burn::backend::flex::FlexDevice;
-    let config = GroupFaceConfig::tiny(4);
-    let base = TrainModel::<B>::new(
-        &config,
-        &CriterionConfig::new(MarginSoftmaxConfig::new(6, config.output_width())),
-        LabelMethod::SelfDistributed,
-        4,
-        &device,
-    );
-    let mut model = base.clone().load_record(base.into_record()).with_precision(Precision::F16);
+    let mut model = drawn_tiny_model().with_precision(Precision::F16);
     let scaler = LossScaler { scale: 2f64.powi(40), ..LossScaler::default() };
     model.guard = std::sync::Arc::new(StepGuard::default().with_loss_scaler(scaler));
     let guard = model.guard.clone();
     let before = parameters(&model);
     let mut optimizer = sgd(0.9, 5e-4).init();
     for step in 0..2 {
-        let batch = FaceBatch {
-            images: images::<B>(6, 32, &device),
-            labels: ints::<B>(&[0, 1, 2, 3, 4, 5], &device),
-            step: Some((1, step)),
-        };
-        model = learner_step(model, &mut optimizer, batch, 0.05).0;
+        model = learner_step(model, &mut optimizer, six_faces(step), 0.05).0;
         let state = guard.loss_scaler().unwrap();
         assert_eq!((state.scale, state.skipped), (2f64.powi(39 - step as i32), step + 1));
     }
