@@ -147,13 +147,68 @@ pub fn last_checkpoint(dir: &Path) -> Option<usize> {
 /// checkpoint needs to continue exactly), and removes label files of checkpoints that Burn has
 /// since deleted.
 pub(crate) fn save_labels(dir: &Path, epoch: usize, history: &[Vec<f32>]) -> Result<(), String> {
+    save_epoch_json(dir, "labels-", epoch, history)
+}
+
+/// Reads the label window saved with the checkpoint of `epoch`.
+pub(crate) fn load_labels(dir: &Path, epoch: usize) -> Result<Vec<Vec<f32>>, String> {
+    load_epoch_json(dir, "labels-", epoch, "", "a list of group-probability rows")
+}
+
+/// Saves the f16 loss scaler's state beside the checkpoint of `epoch`
+/// (`checkpoint/loss-scale-{epoch}.json`), so a resumed run continues at its scale.
+pub(crate) fn save_loss_scale(
+    dir: &Path,
+    epoch: usize,
+    scaler: &crate::train::step::LossScaler,
+) -> Result<(), String> {
+    save_epoch_json(dir, "loss-scale-", epoch, scaler)
+}
+
+/// Reads the loss scaler's state saved with the checkpoint of `epoch`.
+pub(crate) fn load_loss_scale(
+    dir: &Path,
+    epoch: usize,
+) -> Result<crate::train::step::LossScaler, String> {
+    load_epoch_json(
+        dir,
+        "loss-scale-",
+        epoch,
+        " (precision=f16 resumes at its loss scale)",
+        "the loss scaler's state {scale, good_steps, skipped, growth_interval}",
+    )
+}
+
+/// Writes `value` as `checkpoint/{prefix}{epoch}.json`, the state beside a checkpoint that
+/// Burn's record does not hold, and prunes the `{prefix}` files no resume can need.
+fn save_epoch_json<T: serde::Serialize + ?Sized>(
+    dir: &Path,
+    prefix: &str,
+    epoch: usize,
+    value: &T,
+) -> Result<(), String> {
     let checkpoints = dir.join("checkpoint");
     std::fs::create_dir_all(&checkpoints)
         .map_err(|e| format!("cannot create {}: {e}", checkpoints.display()))?;
-    let json = serde_json::to_vec(history).map_err(|e| e.to_string())?;
-    write_atomically(&checkpoints.join(format!("labels-{epoch}.json")), &json)?;
-    prune_epoch_files(&checkpoints, "labels-", epoch);
+    let json = serde_json::to_vec(value).map_err(|e| e.to_string())?;
+    write_atomically(&checkpoints.join(format!("{prefix}{epoch}.json")), &json)?;
+    prune_epoch_files(&checkpoints, prefix, epoch);
     Ok(())
+}
+
+/// Reads `checkpoint/{prefix}{epoch}.json`; an error names the file, with `why` after the
+/// name when it cannot be read and `expected` when it does not parse.
+fn load_epoch_json<T: serde::de::DeserializeOwned>(
+    dir: &Path,
+    prefix: &str,
+    epoch: usize,
+    why: &str,
+    expected: &str,
+) -> Result<T, String> {
+    let path = dir.join("checkpoint").join(format!("{prefix}{epoch}.json"));
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}{why}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: expected {expected}: {e}", path.display()))
 }
 
 /// Removes `{prefix}{e}.json` of epochs `e < epoch − 1` whose model checkpoint Burn's
@@ -172,49 +227,6 @@ fn prune_epoch_files(checkpoints: &Path, prefix: &str, epoch: usize) {
             let _ = std::fs::remove_file(entry.path());
         }
     }
-}
-
-/// Saves the f16 loss scaler's state beside the checkpoint of `epoch`
-/// (`checkpoint/loss-scale-{epoch}.json`), so a resumed run continues at its scale.
-pub(crate) fn save_loss_scale(
-    dir: &Path,
-    epoch: usize,
-    scaler: &crate::train::step::LossScaler,
-) -> Result<(), String> {
-    let checkpoints = dir.join("checkpoint");
-    std::fs::create_dir_all(&checkpoints)
-        .map_err(|e| format!("cannot create {}: {e}", checkpoints.display()))?;
-    let json = serde_json::to_vec(scaler).map_err(|e| e.to_string())?;
-    write_atomically(&checkpoints.join(format!("loss-scale-{epoch}.json")), &json)?;
-    prune_epoch_files(&checkpoints, "loss-scale-", epoch);
-    Ok(())
-}
-
-/// Reads the loss scaler's state saved with the checkpoint of `epoch`.
-pub(crate) fn load_loss_scale(
-    dir: &Path,
-    epoch: usize,
-) -> Result<crate::train::step::LossScaler, String> {
-    let path = dir.join("checkpoint").join(format!("loss-scale-{epoch}.json"));
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        format!("cannot read {} (precision=f16 resumes at its loss scale): {e}", path.display())
-    })?;
-    serde_json::from_str(&text).map_err(|e| {
-        format!(
-            "{}: expected the loss scaler's state {{scale, good_steps, skipped, \
-             growth_interval}}: {e}",
-            path.display()
-        )
-    })
-}
-
-/// Reads the label window saved with the checkpoint of `epoch`.
-pub(crate) fn load_labels(dir: &Path, epoch: usize) -> Result<Vec<Vec<f32>>, String> {
-    let path = dir.join("checkpoint").join(format!("labels-{epoch}.json"));
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    serde_json::from_str(&text)
-        .map_err(|e| format!("{}: expected a list of group-probability rows: {e}", path.display()))
 }
 
 /// Metric names as the Learner logs them, in the order of `metrics.csv`.
