@@ -12,8 +12,8 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::backend::{Device as DeviceIds, DeviceId};
 use burn::train::metric::{AccuracyMetric, LearningRateMetric, LossMetric};
 use burn::train::{
-    ExecutionStrategy, Interrupter, Learner, LearningComponentsMarker, MultiDeviceOptim,
-    SupervisedTraining, TrainingStrategy,
+    ExecutionStrategy, Interrupter, Learner, LearningComponentsMarker, SupervisedTraining,
+    TrainingStrategy,
 };
 
 use crate::backend::conv::TrainBackend;
@@ -117,11 +117,10 @@ fn execution_strategy<B: TrainBackend>(device: &B::Device, devices: usize) -> Ex
         // A sum: each replica's loss is already divided by the number of replicas
         // (`StepGuard`), as for the in-process strategy, so the sum is the gradient of the
         // global batch's mean loss.
-        let _ = MultiDeviceOptim::OptimMainDevice;
         ExecutionStrategy::ddp(list, DistributedConfig { all_reduce_op: ReduceOperation::Sum })
     }
     #[cfg(not(feature = "ddp"))]
-    ExecutionStrategy::multi(list, MultiDeviceOptim::OptimMainDevice)
+    ExecutionStrategy::multi(list, burn::train::MultiDeviceOptim::OptimMainDevice)
 }
 
 /// Why a rank of a run of several processes stopped, once it has.
