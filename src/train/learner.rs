@@ -462,11 +462,16 @@ impl<B: TrainBackend> TrainStep for TrainModel<B> {
         } else {
             output.loss.clone()
         };
-        let scale = self.guard.loss_scale();
-        let loss = if scale != 1.0 { loss.mul_scalar(scale) } else { loss };
+        // Whether the loss is scaled is the scaler's presence, not its value: a scale that has
+        // halved down to 1 must still be checked and grown.
+        let scaler = self.guard.loss_scaler();
+        let loss = match &scaler {
+            Some(scaler) => loss.mul_scalar(scaler.scale),
+            None => loss,
+        };
         let mut grads = GradientsParams::from_grads(loss.backward(), self);
-        if scale != 1.0 {
-            let finite = unscale_gradients(self, &mut grads, scale);
+        if let Some(scaler) = scaler {
+            let finite = unscale_gradients(self, &mut grads, scaler.scale);
             if !self.guard.record_scaled_step(finite) {
                 // f16 overflowed at this scale: the step is skipped, as GradScaler skips
                 // `optimizer.step()`, and the next one runs at half the scale.

@@ -868,6 +868,28 @@ fn an_overflowing_f16_step_is_skipped_and_halves_the_scale() {
     );
 }
 
+/// A loss scale that has come down to 1 is still a scaler: the step's gradients are checked
+/// and the scale grows after `growth_interval` applied steps (here 1: 1 → 2 → 4), where a
+/// step that tested the scale's value instead of the scaler's presence left it at 1 forever.
+#[cfg(feature = "flex")]
+#[test]
+fn a_loss_scale_of_one_still_grows() {
+    use groupface::backend::Precision;
+    use groupface::train::config::sgd;
+    use groupface::train::learner::learner_step;
+    use groupface::train::step::{LossScaler, StepGuard};
+    let mut model = drawn_tiny_model().with_precision(Precision::F16);
+    let scaler = LossScaler { scale: 1.0, growth_interval: 1, ..LossScaler::default() };
+    model.guard = std::sync::Arc::new(StepGuard::default().with_loss_scaler(scaler));
+    let guard = model.guard.clone();
+    let mut optimizer = sgd(0.9, 5e-4).init();
+    for step in 0..2 {
+        model = learner_step(model, &mut optimizer, six_faces(step), 0.003).0;
+        let state = guard.loss_scaler().unwrap();
+        assert_eq!((state.scale, state.skipped), (2f64.powi(step as i32 + 1), 0), "{state:?}");
+    }
+}
+
 /// `precision=f16` through `train`: the run finishes, its checkpoints carry the loss scaler's
 /// state (what a resume continues from), and ndarray, which has no half types, refuses
 /// `precision=bf16` naming the backend.
